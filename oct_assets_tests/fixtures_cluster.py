@@ -1,0 +1,1 @@
+"""Fixtures that start a real sshd and a single-node Slurm on loopback."""

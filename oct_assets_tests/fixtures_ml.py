@@ -1,0 +1,1 @@
+"""Fixtures that build small sample folders for the ML core."""
