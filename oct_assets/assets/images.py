@@ -1,0 +1,198 @@
+"""`raw_oct_images` (the image tree as a tracked input) and `reduced_sample` (what trains)."""
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from pydantic import Field
+
+from oct_assets.artifact import Artifact
+from oct_assets.assets.salted import salted_output
+from oct_assets.constants import CLASSES, SPLITS, images_dir, images_dir_is_explicit
+from oct_assets.scan import ImageRecord, ScanResult, scan_tree
+
+GROUP = "oct"
+MANIFEST_CSV = "manifest.csv"
+SYNTHETIC_WARNING = "SYNTHETIC DATA: these are generated images, not real OCT scans"
+
+
+def counts_table(counts: dict[str, dict[str, int]]) -> MetadataValue:
+    """Images per split (rows) and class (columns) as a markdown table."""
+    head = "| split | " + " | ".join(CLASSES) + " | total |\n|---|" + "---|" * (len(CLASSES) + 1)
+    rows = [
+        f"| {s} | "
+        + " | ".join(str(counts[s][c]) for c in CLASSES)
+        + f" | {sum(counts[s].values())} |"
+        for s in SPLITS
+    ]
+    return MetadataValue.md("\n".join([head, *rows]))
+
+
+def _ensure_images(context: AssetExecutionContext) -> Path:
+    """The image root; generates the embedded synthetic set when the default root is absent."""
+    root = images_dir()
+    if not root.exists() and not images_dir_is_explicit():
+        from oct_assets.synthetic import make_synthetic_oct2017
+
+        context.log.warning(
+            f"{SYNTHETIC_WARNING}: no images at {root}, generating a demo set there"
+        )
+        make_synthetic_oct2017(root)
+    return root
+
+
+@asset(group_name=GROUP, code_version="1")
+def raw_oct_images(context: AssetExecutionContext) -> Output[Artifact]:
+    """The OCT2017 image folder as a tracked input: a stat-only manifest and its fingerprint.
+
+    Root: `$OCT_IMAGES_DIR`, else `$OCT_DATA_DIR/OCT2017` (synthetic data is generated there
+    when it is absent). The data version changes whenever an image is added, removed or touched.
+    """
+    root = _ensure_images(context)
+    scan = scan_tree(root)
+    context.log.info(f"scanned {len(scan.records)} images under {root}")
+    if scan.synthetic:
+        context.log.warning(SYNTHETIC_WARNING)
+    for rel, reason in scan.ignored[:20]:
+        context.log.warning(f"ignored {root / rel}: {reason}")
+
+    def build(tmp: Path) -> dict[str, Any]:
+        write_manifest_csv(tmp / MANIFEST_CSV, scan.records)
+        return summarize_scan(scan)
+
+    return salted_output(
+        context,
+        code_version="1",
+        config={"root": str(root)},
+        upstream={"images_fingerprint": scan.fingerprint},
+        build=build,
+        describe=describe_scan,
+    )
+
+
+def summarize_scan(scan: ScanResult) -> dict[str, Any]:
+    return {
+        "root": str(scan.root),
+        "synthetic": scan.synthetic,
+        "n_images": len(scan.records),
+        "bytes": sum(r.size for r in scan.records),
+        "counts": scan.counts(),
+        "patients": scan.patients(),
+        "ignored": [f"{p}: {why}" for p, why in scan.ignored],
+        "fingerprint": scan.fingerprint,
+    }
+
+
+def describe_scan(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "root": MetadataValue.path(s["root"]),
+        "synthetic": s["synthetic"],
+        "n_images": s["n_images"],
+        "bytes": s["bytes"],
+        "counts": counts_table(s["counts"]),
+        "patients_train": s["patients"]["train"],
+        "patients_test": s["patients"]["test"],
+        "ignored_files": len(s["ignored"]),
+        "fingerprint": s["fingerprint"],
+    }
+    if s["ignored"]:
+        meta["ignored_examples"] = MetadataValue.md(
+            "Files left out (name or place does not fit the OCT2017 layout):\n\n"
+            + "\n".join(f"- `{line}`" for line in s["ignored"][:50])
+        )
+    if s["synthetic"]:
+        meta["WARNING"] = SYNTHETIC_WARNING
+    return meta
+
+
+def write_manifest_csv(path: Path, records: list[ImageRecord]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "size", "mtime_ns", "split", "label", "patient"])
+        for r in records:
+            w.writerow([r.path, r.size, r.mtime_ns, r.split, r.label, r.patient])
+
+
+def read_manifest_csv(path: Path) -> list[ImageRecord]:
+    with open(path, newline="") as f:
+        return [
+            ImageRecord(
+                row["path"],
+                int(row["size"]),
+                int(row["mtime_ns"]),
+                row["split"],
+                row["label"],
+                row["patient"],
+            )
+            for row in csv.DictReader(f)
+        ]
+
+
+class ReducedSampleConfig(Config):
+    """How many images of each class to sample; null takes every eligible image."""
+
+    train_per_class: int | None = Field(default=50, ge=1, description="train images per class")
+    test_per_class: int | None = Field(default=10, ge=1, description="test images per class")
+    seed: int = Field(default=0, ge=0, description="seed of the sampling draw")
+
+
+@asset(group_name=GROUP, code_version="1")
+def reduced_sample(
+    context: AssetExecutionContext, config: ReducedSampleConfig, raw_oct_images: Artifact
+) -> Output[Artifact]:
+    """A seeded, stratified sample with no patient in both splits, hard-linked into its folder."""
+    from oct_assets.sampling import check_images, draw_sample, link_sample
+
+    cfg = config.model_dump()
+
+    def build(tmp: Path) -> dict[str, Any]:
+        scan_summary = _raw_summary(raw_oct_images)
+        root = Path(scan_summary["root"])
+        records = read_manifest_csv(raw_oct_images.path / MANIFEST_CSV)
+        sample = draw_sample(records, config.train_per_class, config.test_per_class, config.seed)
+        context.log.info(f"sampled {len(sample)} images; checking that each one decodes")
+        check_images(root, sample)
+        method = link_sample(root, sample, tmp)
+        context.log.info(f"linked {len(sample)} images into the sample ({method})")
+        counts = {s: dict.fromkeys(CLASSES, 0) for s in SPLITS}
+        for r in sample:
+            counts[r.split][r.label] += 1
+        return {
+            "n_images": len(sample),
+            "counts": counts,
+            "patients": {s: len({r.patient for r in sample if r.split == s}) for s in SPLITS},
+            "link_method": method,
+            "synthetic": scan_summary["synthetic"],
+            "source_root": str(root),
+            "classes": list(CLASSES),
+        }
+
+    return salted_output(
+        context,
+        code_version="1",
+        config=cfg,
+        upstream={"raw_oct_images": raw_oct_images.salt},
+        build=build,
+        describe=describe_sample,
+    )
+
+
+def _raw_summary(raw: Artifact) -> dict[str, Any]:
+    from oct_assets.salt import read_manifest
+
+    return read_manifest(raw.path)
+
+
+def describe_sample(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "n_images": s["n_images"],
+        "counts": counts_table(s["counts"]),
+        "patients_train": s["patients"]["train"],
+        "patients_test": s["patients"]["test"],
+        "link_method": s["link_method"],
+        "synthetic": s["synthetic"],
+    }
+    if s["synthetic"]:
+        meta["WARNING"] = SYNTHETIC_WARNING
+    return meta

@@ -1,0 +1,76 @@
+"""The one code path every asset uses to compute its salt, reuse or build its folder, and report."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetExecutionContext, BetaWarning, DataVersion, MetadataValue, Output
+
+from oct_assets.artifact import Artifact
+from oct_assets.salt import atomic_dir, compute_salt, is_complete, read_manifest, salted_dir
+
+# Keys every manifest has; the rest is the asset's own summary (e.g. a sample's "classes").
+BASE_KEYS = frozenset({"asset", "salt", "code_version", "config", "upstream", "created"})
+# build(tmp_folder) fills the folder and returns a JSON-able summary kept in the manifest.
+Build = Callable[[Path], dict[str, Any]]
+# describe(final_folder, summary) turns the summary into Dagster metadata (tables, pictures).
+Describe = Callable[[Path, dict[str, Any]], dict[str, Any]]
+
+
+def salted_output(
+    context: AssetExecutionContext,
+    *,
+    code_version: str,
+    config: Mapping[str, Any],
+    upstream: Mapping[str, str],
+    build: Build,
+    describe: Describe | None = None,
+) -> Output[Artifact]:
+    """Return the asset's salted output, building it only when its folder is not complete yet.
+
+    `upstream` maps each input's name to its salt (or, for the image tree, its fingerprint).
+    A cache hit still records a materialisation with the same data version.
+    """
+    asset = context.asset_key.path[-1]
+    salt = compute_salt(asset, code_version, config, upstream)
+    folder = salted_dir(asset, salt)
+    started = time.perf_counter()
+    cache_hit = is_complete(folder)
+    if cache_hit:
+        context.log.info(f"cache hit: {asset} salt {salt} is complete at {folder}; skipping work")
+        summary = {k: v for k, v in read_manifest(folder).items() if k not in BASE_KEYS}
+    else:
+        context.log.info(f"building {asset} salt {salt} into {folder}")
+        manifest: dict[str, Any] = {
+            "asset": asset,
+            "salt": salt,
+            "code_version": code_version,
+            "config": dict(config),
+            "upstream": dict(upstream),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        with atomic_dir(folder, manifest) as tmp:
+            summary = build(tmp)
+            manifest.update(summary)
+    metadata: dict[str, Any] = {
+        "salt": salt,
+        "path": MetadataValue.path(str(folder)),
+        "cache_hit": cache_hit,
+        "config": MetadataValue.json(dict(config)),
+        "upstream_salts": MetadataValue.json(dict(upstream)),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if describe is not None:
+        metadata.update(describe(folder, summary))
+    with warnings.catch_warnings():
+        # Output(data_version=...) is marked beta; it is the documented way to set one.
+        warnings.simplefilter("ignore", BetaWarning)
+        return Output(
+            Artifact(asset=asset, salt=salt, path=folder),
+            data_version=DataVersion(salt),
+            metadata=metadata,
+        )

@@ -1,0 +1,97 @@
+"""Salted, atomic output folders: the one place that names and completes an asset's output.
+
+An output lives at `<data_dir>/<asset>/<salt>/`. The salt hashes the asset key, its code
+version, its config and the salts of its upstream outputs, so a change anywhere upstream moves
+every downstream path. A folder is built under a temporary sibling name, its manifest is written
+last, and the whole folder is renamed into place: a salted folder that exists is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from oct_assets.constants import MANIFEST_NAME, data_dir
+
+SALT_LENGTH = 16
+
+
+def compute_salt(
+    asset: str, code_version: str, config: Mapping[str, Any], upstream: Mapping[str, str]
+) -> str:
+    """Hash of everything that determines an asset's output; equal salts mean equal results."""
+    payload = json.dumps(
+        {"asset": asset, "code_version": code_version, "config": config, "upstream": upstream},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:SALT_LENGTH]
+
+
+def salted_dir(asset: str, salt: str, root: Path | None = None) -> Path:
+    """Where the output of `asset` with `salt` lives."""
+    return (root or data_dir()) / asset / salt
+
+
+def is_complete(folder: Path) -> bool:
+    """A salted folder is complete when it exists with its manifest (both appear at once)."""
+    return (folder / MANIFEST_NAME).is_file()
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a complete salted folder."""
+    return json.loads((folder / MANIFEST_NAME).read_text())
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file to disk so a rename cannot publish an empty file after a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary sibling, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    fsync_file(tmp)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, manifest: Mapping[str, Any]) -> Iterator[Path]:
+    """Yield a temporary sibling of `final` to fill; on success write the manifest and rename.
+
+    On any exception (a killed run included) the temporary folder is removed, so `final` never
+    exists half-written. If another run completed `final` meanwhile, its folder wins and ours
+    is discarded: both have the same salt, so both hold the same result.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        write_json_atomic(tmp / MANIFEST_NAME, dict(manifest))
+        dir_fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete(final):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
