@@ -87,7 +87,8 @@ def check_images(root: Path, records: list[ImageRecord], workers: int = 8) -> No
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise SampleError(
-            f"{len(problems)} unusable image(s) under {root}; remove or replace them:\n{shown}{more}"
+            f"{len(problems)} unusable image(s) under {root}; remove or replace them:\n"
+            f"{shown}{more}"
         )
 
 

@@ -55,7 +55,7 @@ class ScanResult:
 
 
 def fingerprint_records(records: list[ImageRecord]) -> str:
-    """Hash of every image's path, size and mtime: changes when a file is added, removed or touched."""
+    """Hash of every image's path, size and mtime: changes when one is added, removed or touched."""
     h = hashlib.sha256()
     for r in sorted(records, key=lambda r: r.path):
         h.update(f"{r.path}\t{r.size}\t{r.mtime_ns}\n".encode())

@@ -50,7 +50,7 @@ def trained_model(
     pipes_subprocess_client: PipesSubprocessClient,
     training_environment: TrainingEnvironment,
 ) -> Output[Artifact]:
-    """A CNN trained on the sample: `model.pt` (state_dict) and `model.json` in its salted folder."""
+    """A CNN trained on the sample: `model.pt` (a state_dict) and `model.json` in its folder."""
     cfg = config.model_dump()
 
     def build(tmp: Path) -> dict[str, Any]:

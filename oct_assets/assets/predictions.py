@@ -1,4 +1,4 @@
-"""`predictions` (and `cluster_predictions`): one evaluation of any model on the sample's test split."""
+"""`predictions` and `cluster_predictions`: one evaluation of a model on the sample's test split."""
 
 import base64
 from pathlib import Path
