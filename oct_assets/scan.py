@@ -104,7 +104,7 @@ def scan_tree(root: Path) -> ScanResult:
         unknown = [e.name for e in entries if e.is_dir() and e.name not in CLASSES]
         if unknown:
             raise ImageTreeError(
-                f"unknown class folder(s) {', '.join(split_dir / u for u in map(str, unknown))}; "
+                f"unknown class folder(s) {', '.join(str(split_dir / u) for u in unknown)}; "
                 f"known classes: {', '.join(CLASSES)}"
             )
         for e in entries:
