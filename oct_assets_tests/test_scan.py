@@ -32,7 +32,7 @@ def test_missing_split_is_named(tiny_tree: Path) -> None:
 
 def test_unknown_class_lists_known_ones(tiny_tree: Path) -> None:
     (tiny_tree / "train" / "GLAUCOMA").mkdir()
-    with pytest.raises(ImageTreeError, match="GLAUCOMA.*known classes: CNV, DME, DRUSEN, NORMAL"):
+    with pytest.raises(ImageTreeError, match=r"GLAUCOMA.*known classes: CNV, DME, DRUSEN, NORMAL"):
         scan_tree(tiny_tree)
 
 
