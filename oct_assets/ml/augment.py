@@ -1,0 +1,59 @@
+"""Batch augmentation for OCT B-scans, in torch (no torchvision on CPU).
+
+OCT geometry: left/right mirroring is anatomically plausible (left vs right eye), an upside
+down retina is not, so there is no vertical flip. Small zooms, shifts and tilts mimic
+scan placement; gamma and contrast jitter mimic scanner gain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Ranges of the random transforms (symmetric around identity)."""
+
+    max_zoom: float = 0.10  # scale in [1 - z, 1 + z]
+    max_shift: float = 0.08  # fraction of the side
+    max_rotate_deg: float = 8.0
+    max_gamma: float = 0.3  # gamma in [exp(-g), exp(g)]
+    max_contrast: float = 0.2
+    max_brightness: float = 0.08
+
+
+def augment(x: Tensor, gen: torch.Generator, p: AugmentParams = AugmentParams()) -> Tensor:
+    """Randomly transform a float batch (B, C, H, W) in [0, 1]; draws come only from `gen`.
+
+    All random numbers are drawn on the CPU generator, so the same seed gives the same
+    batch on every device.
+    """
+    b = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> Tensor:
+        return (torch.rand(b, generator=gen) * (hi - lo) + lo).to(x.device)
+
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0).to(x.device)
+    scale = uniform(1 - p.max_zoom, 1 + p.max_zoom)
+    angle = uniform(-p.max_rotate_deg, p.max_rotate_deg) * (math.pi / 180)
+    tx = uniform(-p.max_shift, p.max_shift) * 2  # affine_grid coordinates span [-1, 1]
+    ty = uniform(-p.max_shift, p.max_shift) * 2
+    gamma = torch.exp(uniform(-p.max_gamma, p.max_gamma))
+    contrast = uniform(1 - p.max_contrast, 1 + p.max_contrast)
+    bright = uniform(-p.max_brightness, p.max_brightness)
+
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x = x.clamp(0, 1) ** gamma.view(b, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast.view(b, 1, 1, 1) + mean + bright.view(b, 1, 1, 1)
+    return x.clamp(0, 1)

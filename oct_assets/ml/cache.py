@@ -1,0 +1,193 @@
+"""Decode every image of a sample once into a uint8 file; later epochs and runs read only that.
+
+Layout: `<cache_dir>/<salt>-<fit><size>.u8` holds `n * size * size` bytes, row i being
+images.csv row i as a grayscale square; `<salt>-<fit><size>.json` is the index, written
+atomically after the data file is in place, so its presence proves the data file is complete.
+Batches are read with `os.pread` rather than through a memmap so that resident memory stays
+flat however large the sample grows (the page cache still serves repeated epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import re
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from oct_assets.ml.data import Sample
+from oct_assets.ml.errors import ImageDecodeError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64  # images per worker task: large enough to amortise IPC, small enough to balance
+
+
+def default_cache_dir(sample_dir: Path) -> Path:
+    """`<sample_dir>/../../cache`: beside the asset folders for samples at data/<asset>/<salt>."""
+    return Path(sample_dir).resolve().parent.parent / "cache"
+
+
+def decode_gray(path: Path, size: int, fit: str) -> np.ndarray:
+    """Decode one scan to a `size` x `size` uint8 grayscale array.
+
+    JPEG draft mode lets libjpeg decode straight to grayscale at a reduced DCT scale (still
+    at least `size`), which is most of the speed-up over a full-resolution RGB decode.
+    `fit="crop"` keeps the central square, `fit="resize"` squeezes the whole scan.
+    """
+    try:
+        with Image.open(path) as im:
+            im.draft("L", (size, size))
+            im = im.convert("L")  # forces the load: truncated files raise here
+            w, h = im.size
+            if fit == "crop":
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                box = (left, top, left + side, top + side)
+            else:
+                box = (0, 0, w, h)
+            im = im.resize((size, size), Image.Resampling.BILINEAR, box=box)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from exc
+
+
+def decode_rgb_float(path: Path, size: int) -> np.ndarray:
+    """The seed's per-epoch path: full JPEG decode to RGB, resize, float32 CHW in [0, 1]."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from exc
+
+
+def _decode_into(target: str, rows: list[int], paths: list[str], size: int, fit: str) -> int:
+    """Worker task (top level so spawned processes can import it): decode and pwrite rows."""
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        for row, path in zip(rows, paths, strict=True):
+            os.pwrite(fd, decode_gray(Path(path), size, fit).tobytes(), row * size * size)
+    finally:
+        os.close(fd)
+    return len(rows)
+
+
+class DecodedImages:
+    """Read-only view of a filled cache: `read(rows)` returns uint8 (len(rows), size, size)."""
+
+    def __init__(self, data_path: Path, n: int, size: int) -> None:
+        self.path, self.n, self.size = Path(data_path), n, size
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        stride = self.size * self.size
+        out = np.empty((len(rows), self.size, self.size), dtype=np.uint8)
+        flat = out.reshape(len(rows), stride)
+        for k, row in enumerate(np.asarray(rows, dtype=np.int64)):
+            if not 0 <= row < self.n:
+                raise IndexError(f"row {row} outside cache of {self.n} images")
+            flat[k] = np.frombuffer(os.pread(self._fd, stride, int(row) * stride), np.uint8)
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "n": self.n, "size": self.size, "_fd": None}
+
+
+def cache_key(salt: str, size: int, fit: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", salt)
+    return f"{safe}-{fit}{size}"
+
+
+def decoded_images(
+    sample: Sample, size: int, fit: str, cache_dir: Path | None = None, workers: int = 0
+) -> DecodedImages:
+    """Return the sample's decode cache at this size, filling it first if it is absent.
+
+    Args:
+        sample: the sample; its salt and row fingerprint key the cache.
+        size: square side in pixels.
+        fit: "crop" or "resize" (see `decode_gray`).
+        cache_dir: where caches live; None means `default_cache_dir(sample.root)`.
+        workers: decode processes; 0 means one per core, 1 decodes in this process.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(sample.root)
+    key = cache_key(sample.salt, size, fit)
+    data_path, index_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
+    fingerprint = sample.fingerprint()
+    if index_path.is_file() and data_path.is_file():
+        index = json.loads(index_path.read_text())
+        if (
+            index.get("fingerprint") == fingerprint
+            and index.get("n") == len(sample)
+            and data_path.stat().st_size == len(sample) * size * size
+        ):
+            return DecodedImages(data_path, len(sample), size)
+        log.warning("decode cache %s does not match the sample; rebuilding", index_path)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    started = time.perf_counter()
+    try:
+        with open(tmp, "wb") as fh:
+            fh.truncate(len(sample) * size * size)
+        _fill(tmp, sample, size, fit, workers)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, data_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    index = {"fingerprint": fingerprint, "n": len(sample), "size": size, "fit": fit,
+             "salt": sample.salt, "decode_seconds": round(seconds, 3)}  # fmt: skip
+    _write_text_atomic(index_path, json.dumps(index, indent=2))
+    log.info("decoded %d images at %dpx into %s in %.1fs", len(sample), size, data_path, seconds)
+    return DecodedImages(data_path, len(sample), size)
+
+
+def _fill(target: Path, sample: Sample, size: int, fit: str, workers: int) -> None:
+    n = len(sample)
+    workers = workers or os.cpu_count() or 1
+    paths = [str(sample.path(i)) for i in range(n)]
+    chunks = [list(range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
+    if workers == 1 or len(chunks) == 1:
+        for rows in chunks:
+            _decode_into(str(target), rows, [paths[r] for r in rows], size, fit)
+        return
+    # spawn: never fork a process whose torch/OpenMP threads may hold locks.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx) as pool:
+        futures = [
+            pool.submit(_decode_into, str(target), rows, [paths[r] for r in rows], size, fit)
+            for rows in chunks
+        ]
+        for f in futures:
+            f.result()  # re-raises ImageDecodeError naming the path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

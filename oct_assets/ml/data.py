@@ -1,0 +1,150 @@
+"""Reading a sample folder (images.csv + manifest.json) and splitting it by patient."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oct_assets.ml.errors import SampleError
+
+SPLITS = ("train", "test")
+CSV_COLUMNS = ("file", "split", "label", "patient")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The rows of a sample's images.csv, in file order, with labels as class indices.
+
+    Row order is the order of the decode cache, so an index into these arrays is an index
+    into the cache too.
+    """
+
+    root: Path
+    salt: str
+    classes: tuple[str, ...]
+    files: tuple[str, ...]
+    splits: np.ndarray  # str, "train" | "test"
+    labels: np.ndarray  # int64 class index
+    patients: np.ndarray  # str
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, i: int) -> Path:
+        return self.root / self.files[i]
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row indices of one split, in file order."""
+        if split not in SPLITS:
+            raise SampleError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        return np.flatnonzero(self.splits == split)
+
+    def fingerprint(self) -> str:
+        """Hash of the rows, so a cache built for other rows is never reused by mistake."""
+        h = hashlib.sha256()
+        for row in zip(self.files, self.splits, self.labels, strict=True):
+            h.update(repr(tuple(str(v) for v in row)).encode())
+        return h.hexdigest()[:16]
+
+
+def read_sample(sample_dir: Path) -> Sample:
+    """Read and validate a sample folder; raises SampleError naming the file and row at fault."""
+    root = Path(sample_dir)
+    manifest_path, csv_path = root / "manifest.json", root / "images.csv"
+    for p in (manifest_path, csv_path):
+        if not p.is_file():
+            raise SampleError(f"sample folder {root} has no {p.name}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SampleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    salt, classes = manifest.get("salt"), manifest.get("classes")
+    if not isinstance(salt, str) or not salt:
+        raise SampleError(f"{manifest_path}: 'salt' must be a non-empty string")
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise SampleError(f"{manifest_path}: 'classes' must be a non-empty list of unique names")
+
+    class_index = {c: i for i, c in enumerate(classes)}
+    files, splits, labels, patients = [], [], [], []
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SampleError(f"{csv_path}: missing column(s) {', '.join(missing)}")
+        for line, row in enumerate(reader, start=2):
+            rel = Path(row["file"])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise SampleError(f"{csv_path}:{line}: file must be relative to the sample")
+            if row["split"] not in SPLITS:
+                raise SampleError(f"{csv_path}:{line}: split {row['split']!r} not in {SPLITS}")
+            if row["label"] not in class_index:
+                raise SampleError(
+                    f"{csv_path}:{line}: label {row['label']!r} not in manifest classes {classes}"
+                )
+            files.append(rel.as_posix())
+            splits.append(row["split"])
+            labels.append(class_index[row["label"]])
+            patients.append(row["patient"])
+    if not files:
+        raise SampleError(f"{csv_path} lists no images")
+    return Sample(
+        root=root,
+        salt=salt,
+        classes=tuple(classes),
+        files=tuple(files),
+        splits=np.array(splits),
+        labels=np.array(labels, dtype=np.int64),
+        patients=np.array(patients),
+    )
+
+
+def require_all_classes(sample: Sample, split: str) -> None:
+    """Training needs every class; name the first one that has no images in the split."""
+    counts = np.bincount(sample.labels[sample.indices(split)], minlength=len(sample.classes))
+    for name, n in zip(sample.classes, counts, strict=True):
+        if n == 0:
+            raise SampleError(
+                f"class {name!r} has no images in the {split} split of {sample.root / 'images.csv'}"
+            )
+
+
+def patient_split(
+    sample: Sample, indices: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into (fit, validation) so that no patient is on both sides.
+
+    Patients are drawn per class (by their most common label) in a seeded order until the
+    class's validation share reaches `fraction`, so every class with at least two patients
+    gets validation images. Returns sorted row indices.
+    """
+    if fraction <= 0:
+        return np.sort(indices), np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    patients = sorted(set(sample.patients[indices].tolist()))
+    rows_of = {p: indices[sample.patients[indices] == p] for p in patients}
+    main_label = {p: int(np.bincount(sample.labels[r]).argmax()) for p, r in rows_of.items()}
+    val: list[np.ndarray] = []
+    for c in range(len(sample.classes)):
+        group = [p for p in patients if main_label[p] == c]
+        if len(group) < 2:
+            continue  # a lone patient must stay in the fit set or the class is never learnt
+        target = fraction * sum(len(rows_of[p]) for p in group)
+        taken = 0
+        for k in rng.permutation(len(group))[: len(group) - 1]:
+            if taken >= target:
+                break
+            val.append(rows_of[group[k]])
+            taken += len(rows_of[group[k]])
+    val_rows = np.sort(np.concatenate(val)) if val else np.empty(0, dtype=np.int64)
+    fit_rows = np.setdiff1d(indices, val_rows)
+    return fit_rows, val_rows

@@ -1,0 +1,114 @@
+"""Networks. Both end in global average pooling and one linear layer, so a class activation
+map is just the classifier's weights applied to the last feature maps (`features`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from oct_assets.ml.config import ARCHITECTURES, TrainConfig
+from oct_assets.ml.errors import OctMLError
+
+
+class CompactNet(nn.Module):
+    """Small grayscale CNN: a stride-2 stem, then conv-BN-ReLU + max-pool blocks, GAP, linear.
+
+    Input is float in [0, 1], shape (B, 1, H, W); each image is standardised inside the
+    network, so scanner gain and the train/predict paths can never disagree on scaling.
+    """
+
+    in_channels = 1
+
+    def __init__(self, n_classes: int, width: int = 16, blocks: int = 4, dropout: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = [*_conv_bn_relu(1, width, stride=2)]
+        c = width
+        for i in range(1, blocks):
+            out = width * min(2**i, 8)
+            layers += [*_conv_bn_relu(c, out), nn.MaxPool2d(2)]
+            c = out
+        layers += [*_conv_bn_relu(c, c)]
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c, n_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return self.body((x - mean) / (std + 1e-3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.features(x).mean(dim=(2, 3))
+        return self.classifier(self.dropout(pooled))
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class SeedNet(nn.Module):
+    """Port of the seed's Keras network (valid padding, Keras BatchNorm constants).
+
+    Keras: Conv2D(64,3,relu) Conv2D(64,3,relu) MaxPool Dropout(0.25) Conv2D(128,3,relu)
+    Conv2D(128,3,relu) MaxPool Dropout(0.25) Conv2D(256,3,relu) BatchNormalization
+    GlobalAveragePooling2D Dense(n, softmax). Input RGB in [0, 1] (the seed's rescale=1/255);
+    softmax lives in the loss.
+    """
+
+    in_channels = 3
+
+    def __init__(self, n_classes: int, dropout: float = 0.25):
+        super().__init__()
+        relu = nn.ReLU
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 64, 3), relu(), nn.Conv2d(64, 64, 3), relu(), nn.MaxPool2d(2),
+            nn.Dropout(dropout),
+            nn.Conv2d(64, 128, 3), relu(), nn.Conv2d(128, 128, 3), relu(), nn.MaxPool2d(2),
+            nn.Dropout(dropout),
+            nn.Conv2d(128, 256, 3), relu(), nn.BatchNorm2d(256, eps=1e-3, momentum=0.01),
+        )  # fmt: skip
+        self.classifier = nn.Linear(256, n_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+def min_image_size(config: TrainConfig) -> int:
+    """Smallest supported square input: the last feature map must be at least 1x1."""
+    if config.architecture == "seed":
+        return 24  # 2 valid convs, pool, 2 valid convs, pool, 1 valid conv
+    return 2**config.blocks
+
+
+def build_net(config: TrainConfig, n_classes: int) -> nn.Module:
+    """Construct the configured network; raises OctMLError naming a bad setting."""
+    if config.architecture not in ARCHITECTURES:
+        raise OctMLError(
+            f"unknown architecture {config.architecture!r}; valid: {', '.join(ARCHITECTURES)}"
+        )
+    least = min_image_size(config)
+    if config.image_size < least:
+        raise OctMLError(
+            f"image_size={config.image_size} is too small for architecture "
+            f"{config.architecture!r}: minimum is {least}"
+        )
+    if config.architecture == "seed":
+        return SeedNet(n_classes)
+    return CompactNet(n_classes, width=config.width, blocks=config.blocks, dropout=config.dropout)
+
+
+def to_input(images: Tensor, in_channels: int) -> Tensor:
+    """uint8 or [0, 1] float (B, H, W) or (B, 1, H, W) -> float (B, in_channels, H, W)."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.shape[1] != in_channels:
+        x = x.expand(-1, in_channels, -1, -1)
+    return x

@@ -1,0 +1,183 @@
+"""Batch inference, metrics and class activation maps for a trained model folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oct_assets.ml.cache import decoded_images
+from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.data import read_sample
+from oct_assets.ml.errors import OctMLError
+from oct_assets.ml.nets import build_net, to_input
+from oct_assets.ml.plots import cam_grid_png, confusion_matrix_png
+from oct_assets.ml.train import BatchReader, deterministic_torch, predict_logits, resolve_device
+
+log = logging.getLogger(__name__)
+
+CAM_EXAMPLES = 3  # per class and outcome (correct / wrong) in cam_grid.png
+
+
+def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from model.json and load model.pt (weights only, no pickled code)."""
+    model_dir = Path(model_dir)
+    meta_path, weights_path = model_dir / "model.json", model_dir / "model.pt"
+    for p in (meta_path, weights_path):
+        if not p.is_file():
+            raise OctMLError(f"model folder {model_dir} has no {p.name}")
+    meta = json.loads(meta_path.read_text())
+    config = TrainConfig.from_dict(meta["config"])
+    net = build_net(config, len(meta["classes"]))
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.to(resolve_device(device)).eval(), meta
+
+
+def class_activation_maps(net: nn.Module, images: np.ndarray) -> np.ndarray:
+    """Per-class CAMs, upsampled to the images' shape.
+
+    CAM_c = sum_k w_ck * A_k: the classifier's weights for class c applied to the last
+    feature maps A (valid because the head is GAP + one linear layer).
+
+    Args:
+        net: a network with `features` and a linear `classifier`.
+        images: uint8 (N, H, W) grayscale squares as stored in the decode cache.
+
+    Returns:
+        float32 (N, n_classes, H, W); larger means more evidence for that class.
+    """
+    device = next(net.parameters()).device
+    net.eval()
+    with torch.inference_mode():
+        x = to_input(torch.from_numpy(np.ascontiguousarray(images)), net.in_channels)
+        feats = net.features(x.to(device)).float()
+        weight = net.classifier.weight.float()
+        cams = torch.einsum("ck,nkhw->nchw", weight, feats)
+        cams = F.interpolate(cams, size=images.shape[1:], mode="bilinear", align_corners=False)
+    return cams.cpu().numpy().astype(np.float32)
+
+
+def evaluate(
+    model_dir: Path,
+    sample_dir: Path,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Predict every image of a split and write predictions.csv, metrics.json and two PNGs.
+
+    Returns the metrics dict (accuracy, macro_f1, per_class, confusion_matrix with rows =
+    true class, classes, n_images).
+    """
+    net, meta = load_model(model_dir)
+    config = TrainConfig.from_dict(meta["config"])
+    sample = read_sample(Path(sample_dir))
+    classes = list(meta["classes"])
+    if list(sample.classes) != classes:
+        raise OctMLError(
+            f"sample classes {list(sample.classes)} differ from the model's classes {classes}"
+        )
+    rows = sample.indices(split)
+    if len(rows) == 0:
+        raise OctMLError(f"{sample.root / 'images.csv'} has no images in the {split} split")
+    device = resolve_device(config.device)
+    size, fit = meta["input"]["size"], meta["input"]["fit"]
+    with deterministic_torch(config.seed, config.threads):
+        images = decoded_images(sample, size, fit, cache_dir, config.decode_workers)
+        reader = BatchReader(sample, images, size, net.in_channels)
+        net.to(device)
+        logits = predict_logits(net, reader, rows, device, config.batch_size, config.tta_flip)
+        probs = torch.softmax(logits, 1).numpy().astype(np.float64)
+        true, pred = sample.labels[rows], probs.argmax(1)
+        metrics = classification_metrics(true, pred, classes)
+        examples = _cam_examples(true, pred, probs, len(classes))
+        cams = class_activation_maps(net.cpu(), images.read(rows[examples])) if examples else None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_predictions(out_dir / "predictions.csv", sample, rows, true, pred, probs, classes)
+    _write_atomic(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    _write_atomic(out_dir / "confusion_matrix.png", confusion_matrix_png(metrics))
+    tiles = []
+    if cams is not None:
+        pix = images.read(rows[examples])
+        for k, i in enumerate(examples):
+            tiles.append(
+                {
+                    "image": pix[k],
+                    "cam": cams[k, pred[i]],
+                    "true": classes[true[i]],
+                    "pred": classes[pred[i]],
+                    "prob": float(probs[i, pred[i]]),
+                }
+            )
+    _write_atomic(out_dir / "cam_grid.png", cam_grid_png(tiles, classes))
+    log.info("evaluated %d %s images: accuracy %.4f", len(rows), split, metrics["accuracy"])
+    return metrics
+
+
+def classification_metrics(true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, macro F1, per-class precision/recall/F1/support, confusion (rows = true)."""
+    n = len(classes)
+    cm = np.bincount(true * n + pred, minlength=n * n).reshape(n, n)
+    per_class, f1s = {}, []
+    for c, name in enumerate(classes):
+        tp, support, predicted = cm[c, c], cm[c].sum(), cm[:, c].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {
+            "precision": round(float(precision), 5),
+            "recall": round(float(recall), 5),
+            "f1": round(float(f1), 5),
+            "support": int(support),
+        }
+        f1s.append(f1)
+    return {
+        "accuracy": round(float(np.trace(cm) / max(cm.sum(), 1)), 5),
+        "macro_f1": round(float(np.mean(f1s)), 5),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+        "n_images": int(cm.sum()),
+    }
+
+
+def _cam_examples(true: np.ndarray, pred: np.ndarray, probs: np.ndarray, n: int) -> list[int]:
+    """For each true class: the most confident correct and the most confident wrong cases."""
+    chosen = []
+    conf = probs[np.arange(len(pred)), pred]
+    for c in range(n):
+        for correct in (True, False):
+            idx = np.flatnonzero((true == c) & ((pred == true) == correct))
+            chosen += idx[np.argsort(-conf[idx], kind="stable")][:CAM_EXAMPLES].tolist()
+    return chosen
+
+
+def _write_predictions(
+    path: Path, sample, rows, true, pred, probs, classes: list[str]
+) -> None:  # fmt: skip
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "true_class", "predicted_class", *classes])
+        for k, r in enumerate(rows):
+            w.writerow(
+                [sample.files[r], classes[true[k]], classes[pred[k]]]
+                + [f"{p:.6f}" for p in probs[k]]
+            )
+    os.replace(tmp, path)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

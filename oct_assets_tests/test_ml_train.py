@@ -1,0 +1,125 @@
+"""The training loop: determinism, failure messages, both architectures and the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from oct_assets.ml.errors import ImageDecodeError, OctMLError, SampleError
+from oct_assets.ml.predict import evaluate
+from oct_assets.ml.train import train
+from oct_assets_tests.fixtures_ml import REPO
+
+TIMING = {"seconds", "images_per_second"}
+
+
+def test_same_config_gives_identical_bytes(tiny_sample, tiny_config, tmp_path):
+    metrics = [
+        train(tiny_sample, tmp_path / name, tiny_config, cache_dir=tmp_path / "cache")
+        for name in ("a", "b")
+    ]
+    a, b = ((tmp_path / n / "model.pt").read_bytes() for n in ("a", "b"))
+    assert a == b
+
+    def untimed(m):
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in m["history"]]
+
+    assert untimed(metrics[0]) == untimed(metrics[1])
+
+
+def test_other_seed_changes_weights(tiny_sample, tiny_config, tmp_path):
+    train(tiny_sample, tmp_path / "a", tiny_config, cache_dir=tmp_path / "cache")
+    train(tiny_sample, tmp_path / "b", replace(tiny_config, seed=1), cache_dir=tmp_path / "cache")
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_json_and_epoch_callback(tiny_sample, tiny_config, tmp_path):
+    seen = []
+    metrics = train(tiny_sample, tmp_path / "m", tiny_config, tmp_path / "cache", seen.append)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert meta["classes"] == ["CNV", "DME", "DRUSEN", "NORMAL"]
+    assert meta["input"] == {"size": 32, "channels": 1, "fit": "resize"}
+    assert meta["config"] == tiny_config.to_dict()
+    assert meta["device"] == "cpu" and meta["torch_version"] == torch.__version__
+    assert meta["epochs_run"] == 2 and 1 <= meta["best_epoch"] <= 2
+    assert metrics["images_per_second"] > 0 and metrics["n_val"] > 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.pt"]
+
+
+def test_learns_the_tiny_task(tiny_sample, tiny_config, tmp_path):
+    config = replace(tiny_config, epochs=12, learning_rate=1e-2, val_fraction=0.0)
+    train(tiny_sample, tmp_path / "m", config, tmp_path / "cache")
+    held_out = evaluate(tmp_path / "m", tiny_sample, tmp_path / "eval", tmp_path / "cache")
+    assert held_out["accuracy"] >= 0.9
+
+
+def test_empty_class_is_named(make_sample, tiny_config, tmp_path):
+    root = make_sample(empty_train_class="NORMAL")
+    with pytest.raises(SampleError, match="'NORMAL' has no images in the train split"):
+        train(root, tmp_path / "m", tiny_config, tmp_path / "cache")
+
+
+def test_corrupt_image_is_named(make_sample, tiny_config, tmp_path):
+    root = make_sample()
+    victim = next((root / "test" / "CNV").iterdir())
+    victim.write_bytes(victim.read_bytes()[:200])
+    with pytest.raises(ImageDecodeError, match=str(victim)):
+        train(root, tmp_path / "m", tiny_config, tmp_path / "cache")
+
+
+@pytest.mark.parametrize(("arch", "size", "minimum"), [("compact", 4, 8), ("seed", 16, 24)])
+def test_too_small_image_size_names_setting_and_minimum(
+    tiny_sample, tiny_config, tmp_path, arch, size, minimum
+):
+    config = replace(tiny_config, architecture=arch, image_size=size)
+    with pytest.raises(OctMLError, match=f"image_size={size}.*minimum is {minimum}"):
+        train(tiny_sample, tmp_path / "m", config, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # failed before decoding anything
+
+
+def test_seed_architecture_on_seed_data_path(tiny_sample, tiny_config, tmp_path):
+    config = replace(
+        tiny_config, architecture="seed", data_path="seed", image_size=32, epochs=1,
+        batch_size=16, val_fraction=0.0,
+    )  # fmt: skip
+    metrics = train(tiny_sample, tmp_path / "m", config, tmp_path / "cache")
+    state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    assert state["body.0.weight"].shape == (64, 3, 3, 3)
+    assert metrics["epochs_run"] == 1 and metrics["train_loss"] > 0
+    assert not (tmp_path / "cache").exists()  # the seed path never builds a cache
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "oct_assets.ml.train", *map(str, args)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def test_cli_end_to_end(tiny_sample, tiny_config, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config.to_dict()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
+    proc = _cli(
+        "--sample", tiny_sample, "--out", tmp_path / "m", "--config", tmp_path / "config.json",
+        "--cache-dir", tmp_path / "cache", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert '"epoch": 2' in proc.stderr  # per-epoch progress is logged
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["epochs_run"] == 2
+
+
+def test_cli_bad_config_is_one_line_error(tiny_sample, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"epochs": 1, "colour": "red"}))
+    proc = _cli(
+        "--sample", tiny_sample, "--out", tmp_path / "m", "--config", tmp_path / "config.json"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: unknown TrainConfig key(s): colour"
