@@ -29,8 +29,10 @@ def data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def tiny_tree(tiny_tree_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the tiny tree (hard links), set as OCT_IMAGES_DIR."""
+def tiny_tree(
+    tiny_tree_template: Path, data_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A private copy of the tiny tree, set as OCT_IMAGES_DIR (in a fresh OCT_DATA_DIR)."""
     import shutil
 
     root = tmp_path / "images" / "OCT2017"
