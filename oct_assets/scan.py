@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oct_assets.constants import CLASSES, FILENAME_RE, IMAGE_SUFFIXES, SPLITS, SYNTHETIC_MARKER
+from oct_assets.constants import CLASSES, FILENAME_RE, SPLITS, SYNTHETIC_MARKER
 
 
 class ImageTreeError(ValueError):
@@ -63,24 +64,57 @@ def fingerprint_records(records: list[ImageRecord]) -> str:
 
 
 def tree_fingerprint(root: Path) -> str:
-    """Fingerprint of the images under `root` without validating the layout (for sensors)."""
-    h = hashlib.sha256()
+    """Fingerprint of the images under `root`, equal to `scan_tree(root).fingerprint` on a valid
+    tree, without validating the layout or building records (for sensors: ~1.2x `find`)."""
     lines = []
     for split in SPLITS:
         split_dir = root / split
         if not split_dir.is_dir():
             continue
-        with os.scandir(split_dir) as classes:
-            class_dirs = [e.name for e in classes if e.is_dir()]
-        for label in class_dirs:
-            with os.scandir(split_dir / label) as entries:
-                for e in entries:
-                    if e.name.endswith(IMAGE_SUFFIXES) and FILENAME_RE.match(e.name):
-                        st = e.stat()
-                        lines.append(f"{split}/{label}/{e.name}\t{st.st_size}\t{st.st_mtime_ns}\n")
+        for label in sorted(CLASSES):
+            class_dir = split_dir / label
+            if not class_dir.is_dir():
+                continue
+            prefix = f"{split}/{label}/"
+            for name, size, mtime_ns in _stat_images(class_dir, label, None):
+                lines.append(f"{prefix}{name}\t{size}\t{mtime_ns}\n")
     lines.sort()
-    h.update("".join(lines).encode())
-    return h.hexdigest()
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _stat_images(
+    class_dir: Path, label: str, ignored: list[tuple[str, str]] | None
+) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of each valid image in one class folder.
+
+    Scans through a directory descriptor so each stat is an `fstatat` on the bare name, which
+    is what keeps a 100k-file tree close to `find`. Invalid names go to `ignored` when given.
+    """
+    out = []
+    fd = os.open(class_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with os.scandir(fd) as entries:
+            for e in entries:
+                name = e.name
+                if name.startswith("."):
+                    continue
+                m = FILENAME_RE.match(name)
+                if m is not None and m["label"].upper() == label and e.is_file():
+                    st = e.stat()
+                    out.append((name, st.st_size, st.st_mtime_ns))
+                elif ignored is not None:
+                    ignored.append((f"{class_dir.parent.name}/{label}/{name}", _why(e, m, label)))
+    finally:
+        os.close(fd)
+    return out
+
+
+def _why(entry: os.DirEntry, m: re.Match | None, label: str) -> str:
+    if not entry.is_file():
+        return "not a regular file"
+    if m is None:
+        return "name does not match <CLASS>-<patient>-<n>.jpeg"
+    return f"name says class {m['label']} but folder is {label}"
 
 
 def scan_tree(root: Path) -> ScanResult:
@@ -133,23 +167,10 @@ def _scan_class(
     ignored: list[tuple[str, str]],
 ) -> int:
     """Append the valid images of one class folder; return how many were found."""
-    n = 0
-    with os.scandir(class_dir) as it:
-        for e in it:
-            rel = f"{split}/{label}/{e.name}"
-            if e.name.startswith("."):
-                continue
-            if not e.is_file():
-                ignored.append((rel, "not a regular file"))
-                continue
-            m = FILENAME_RE.match(e.name)
-            if m is None:
-                ignored.append((rel, "name does not match <CLASS>-<patient>-<n>.jpeg"))
-                continue
-            if m["label"].upper() != label:
-                ignored.append((rel, f"name says class {m['label']} but folder is {label}"))
-                continue
-            st = e.stat()
-            records.append(ImageRecord(rel, st.st_size, st.st_mtime_ns, split, label, m["patient"]))
-            n += 1
-    return n
+    found = _stat_images(class_dir, label, ignored)
+    for name, size, mtime_ns in found:
+        patient = FILENAME_RE.match(name)["patient"]
+        records.append(
+            ImageRecord(f"{split}/{label}/{name}", size, mtime_ns, split, label, patient)
+        )
+    return len(found)
