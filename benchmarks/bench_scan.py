@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternate, make_tiny_tree, report  # noqa: E402
+from _common import alternate, make_tiny_tree, report
 
-from oct_assets.scan import scan_tree, tree_fingerprint  # noqa: E402
+from oct_assets.scan import scan_tree, tree_fingerprint
 
 
 def main() -> None:
