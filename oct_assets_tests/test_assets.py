@@ -197,3 +197,15 @@ def test_explicit_missing_image_root_is_an_error(
     assert not result.success
     assert f"image root {missing} does not exist" in error_text(result, "raw_oct_images")
     assert not missing.exists()
+
+
+def test_bad_training_setting_names_the_field(tiny_tree: Path, data_env: Path) -> None:
+    result = materialize_to_memory(
+        local_assets[:3],
+        resources=RESOURCES,
+        run_config=run_config(train={"epochs": 0}),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "TrainConfig.epochs must be >= 1" in error_text(result, "trained_model")
+    assert not (data_env / "trained_model").exists()

@@ -1,8 +1,11 @@
 """`trained_model`: trains the CNN on `reduced_sample` in its own process through Dagster Pipes."""
 
+import dataclasses
+import inspect
 import json
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -12,29 +15,49 @@ from dagster import (
     PipesSubprocessClient,
     asset,
 )
-from pydantic import Field
+from pydantic import Field, create_model
 
 from oct_assets.artifact import Artifact
 from oct_assets.assets.images import GROUP
 from oct_assets.assets.salted import salted_output
 from oct_assets.constants import data_dir
+from oct_assets.ml.config import TrainConfig
 from oct_assets.resources.training import TrainingEnvironment
 
 MODEL_CODE_VERSION = "1"
 
 
-class TrainConfigSchema(Config):
-    """Training settings; the defaults train the embedded demo in seconds on a laptop CPU."""
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The `Attributes:` section of a Google-style docstring, as {name: description}."""
+    docs: dict[str, str] = {}
+    name = None
+    section = inspect.getdoc(cls).split("Attributes:", 1)[-1]
+    for line in section.splitlines():
+        head, sep, rest = line.strip().partition(": ")
+        if sep and line.startswith("    ") and not line.startswith("        "):
+            name, docs[head] = head, rest
+        elif name and line.strip():
+            docs[name] += " " + line.strip()
+    return docs
 
-    architecture: Literal["compact", "seed"] = Field(
-        default="compact", description="compact grayscale CNN, or the seed's Keras network"
-    )
-    epochs: int = Field(default=12, ge=1, le=1000)
-    image_size: int = Field(default=128, ge=32, le=1024, description="square input side")
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    learning_rate: float = Field(default=3e-3, gt=0, le=1.0)
-    seed: int = Field(default=0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+
+def _dagster_config_from(dc: type) -> type[Config]:
+    """A Dagster Config with the fields, types and defaults of the ML dataclass `dc`.
+
+    One definition of the training settings: the ML core's `TrainConfig` (which validates
+    itself and runs without Dagster on a cluster node) is the source; this mirrors it for the
+    launchpad and run config.
+    """
+    hints = typing.get_type_hints(dc)
+    docs = _attribute_docs(dc)
+    fields = {
+        f.name: (hints[f.name], Field(default=f.default, description=docs.get(f.name)))
+        for f in dataclasses.fields(dc)
+    }
+    return create_model("TrainedModelConfig", __base__=Config, **fields)
+
+
+TrainedModelConfig = _dagster_config_from(TrainConfig)
 
 
 def cache_dir() -> Path:
@@ -45,13 +68,13 @@ def cache_dir() -> Path:
 @asset(group_name=GROUP, code_version=MODEL_CODE_VERSION)
 def trained_model(
     context: AssetExecutionContext,
-    config: TrainConfigSchema,
+    config: TrainedModelConfig,
     reduced_sample: Artifact,
     pipes_subprocess_client: PipesSubprocessClient,
     training_environment: TrainingEnvironment,
 ) -> Output[Artifact]:
     """A CNN trained on the sample: `model.pt` (a state_dict) and `model.json` in its folder."""
-    cfg = config.model_dump()
+    cfg = TrainConfig.from_dict(config.model_dump()).to_dict()  # fails here, naming the field
 
     def build(tmp: Path) -> dict[str, Any]:
         config_file = tmp / "train_config.json"
