@@ -66,18 +66,55 @@ def write_index(dest: Path, rows: list[tuple[str, str, str, str]], salt: str) ->
     (dest / "manifest.json").write_text(json.dumps({"salt": salt, "classes": list(CLASSES)}))
 
 
-def link_real_sample(real_root: Path, dest: Path, salt: str = "real-oct2017") -> Path:
-    """Symlink every scan of a Kermany OCT2017 tree into a sample folder (read-only source)."""
+def link_tree_sample(tree: Path, dest: Path, salt: str) -> Path:
+    """Symlink every scan of an OCT2017-layout tree (`<split>/<CLASS>/<CLASS>-<patient>-<n>.jpeg`)
+    into a sample folder; the tree itself is only read (real scans are read-only)."""
     rows = []
     for split in ("train", "test"):
         for name in CLASSES:
             (dest / split / name).mkdir(parents=True, exist_ok=True)
-            for f in sorted((real_root / split / name).glob("*.jpeg")):
+            for f in sorted((tree / split / name).glob("*.jpeg")):
                 rel = f"{split}/{name}/{f.name}"
-                os.symlink(f, dest / rel)
+                os.symlink(f.resolve(), dest / rel)
                 rows.append((rel, split, name, f.name.split("-")[1]))
     write_index(dest, rows, salt)
     return dest
+
+
+def resample(sample: Path, dest: Path, n_train: int, salt: str, seed: int = 0) -> Path:
+    """A sample of `n_train` train rows drawn from another sample's train rows in a seeded
+    order, cycling (as fresh symlinks with a repeat suffix) when more are asked than exist."""
+    with open(sample / "images.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    order = np.random.default_rng(seed).permutation(len(rows))
+    out = []
+    for k in range(n_train):
+        r = rows[order[k % len(rows)]]
+        rel = Path(r["file"])
+        if k >= len(rows):
+            rel = rel.with_name(f"{rel.stem}-r{k // len(rows)}{rel.suffix}")
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.realpath(sample / r["file"]), dest / rel)
+        out.append((rel.as_posix(), "train", r["label"], r["patient"]))
+    classes = json.loads((sample / "manifest.json").read_text())["classes"]
+    with open(dest / "images.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "split", "label", "patient"])
+        w.writerows(sorted(out))
+    (dest / "manifest.json").write_text(json.dumps({"salt": salt, "classes": classes}))
+    return dest
+
+
+def bench_source(work: Path, min_images: int = 0) -> Path:
+    """A sample of full-size scans for benchmarks: the real OCT2017 scans when present, else
+    the project's deterministic synthetic generator (at least `min_images` train images)."""
+    tree = real_data_root()
+    if not (tree / "train").is_dir():
+        from oct_assets.synthetic import make_synthetic_oct2017
+
+        patients = max(2, min_images // 8 + 1)  # per class, 2 images each
+        tree = make_synthetic_oct2017(work / "synthetic_tree", patients, 1, 2, seed=0)
+    return link_tree_sample(tree, work / "source_sample", "bench-source")
 
 
 def real_data_root() -> Path:
@@ -119,4 +156,4 @@ def real_sample(tmp_path: Path) -> Path:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return link_real_sample(root, tmp_path / "real_sample")
+    return link_tree_sample(root, tmp_path / "real_sample", "real-oct2017")

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from oct_assets.ml import cache
-from oct_assets.ml.cache import decode_gray, decoded_images
+from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.data import patient_split, read_sample, require_all_classes
+from oct_assets.ml.decode import BAND_RPE_AT, decode_gray
 from oct_assets.ml.errors import ImageDecodeError, SampleError
 
 
@@ -103,3 +104,14 @@ def test_stale_cache_is_rebuilt(tiny_sample, tmp_path):
     index_path.write_text(json.dumps(index))
     decoded_images(sample, 16, "resize", tmp_path, workers=1)
     assert json.loads(index_path.read_text())["fingerprint"] == sample.fingerprint()
+
+
+def test_band_fit_centres_the_retina(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.normal(30, 8, size=(200, 300))
+    img[140:150, :] = 230  # the RPE: the brightest band, low in the scan
+    img[:20, :40] = 255  # a saturated registration wedge must not win
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp_path / "scan.jpeg")
+    out = decode_gray(tmp_path / "scan.jpeg", 64, "band").astype(float)
+    bright_row = out.mean(axis=1).argmax() / 64
+    assert abs(bright_row - BAND_RPE_AT) < 0.08

@@ -20,10 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from oct_assets.ml.data import Sample
-from oct_assets.ml.errors import ImageDecodeError
+from oct_assets.ml.decode import decode_gray
 
 log = logging.getLogger(__name__)
 
@@ -33,40 +32,6 @@ CHUNK = 64  # images per worker task: large enough to amortise IPC, small enough
 def default_cache_dir(sample_dir: Path) -> Path:
     """`<sample_dir>/../../cache`: beside the asset folders for samples at data/<asset>/<salt>."""
     return Path(sample_dir).resolve().parent.parent / "cache"
-
-
-def decode_gray(path: Path, size: int, fit: str) -> np.ndarray:
-    """Decode one scan to a `size` x `size` uint8 grayscale array.
-
-    JPEG draft mode lets libjpeg decode straight to grayscale at a reduced DCT scale (still
-    at least `size`), which is most of the speed-up over a full-resolution RGB decode.
-    `fit="crop"` keeps the central square, `fit="resize"` squeezes the whole scan.
-    """
-    try:
-        with Image.open(path) as im:
-            im.draft("L", (size, size))
-            im = im.convert("L")  # forces the load: truncated files raise here
-            w, h = im.size
-            if fit == "crop":
-                side = min(w, h)
-                left, top = (w - side) // 2, (h - side) // 2
-                box = (left, top, left + side, top + side)
-            else:
-                box = (0, 0, w, h)
-            im = im.resize((size, size), Image.Resampling.BILINEAR, box=box)
-            return np.asarray(im, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from exc
-
-
-def decode_rgb_float(path: Path, size: int) -> np.ndarray:
-    """The seed's per-epoch path: full JPEG decode to RGB, resize, float32 CHW in [0, 1]."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from exc
 
 
 def _decode_into(target: str, rows: list[int], paths: list[str], size: int, fit: str) -> int:
@@ -127,7 +92,7 @@ def decoded_images(
     Args:
         sample: the sample; its salt and row fingerprint key the cache.
         size: square side in pixels.
-        fit: "crop" or "resize" (see `decode_gray`).
+        fit: how a scan becomes a square (see `oct_assets.ml.decode.decode_gray`).
         cache_dir: where caches live; None means `default_cache_dir(sample.root)`.
         workers: decode processes; 0 means one per core, 1 decodes in this process.
     """

@@ -9,7 +9,7 @@ from typing import Any
 ARCHITECTURES = ("compact", "seed")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_PATHS = ("cached", "seed")
-FITS = ("crop", "resize")
+FITS = ("crop", "resize", "band")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,9 @@ class TrainConfig:
         width: channel count of the compact net's first block (doubles per block, capped at 8x).
         blocks: number of conv blocks of the compact net (each halves the resolution).
         dropout: dropout before the classifier.
-        fit: how a non-square scan becomes square: "crop" keeps the central square (pathology
-            sits centrally), "resize" squeezes the whole width.
+        fit: how a scan becomes the square input: "resize" squeezes the whole scan, "crop"
+            keeps the central square (pathology sits centrally), "band" keeps the central
+            square's width but only the band of rows holding the retina.
         augment: enable flips, small shifts/zooms/rotations and brightness/contrast jitter.
         tta_flip: average predictions over the image and its horizontal mirror.
         data_path: "cached" (decode once into a uint8 memmap) or "seed" (decode JPEG to RGB
