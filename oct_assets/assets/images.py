@@ -10,10 +10,12 @@ from pydantic import Field
 from oct_assets.artifact import Artifact
 from oct_assets.assets.salted import salted_output
 from oct_assets.constants import CLASSES, SPLITS, images_dir, images_dir_is_explicit
+from oct_assets.pictures import contact_sheet_png, png_markdown
 from oct_assets.scan import ImageRecord, ScanResult, scan_tree
 
 GROUP = "oct"
 MANIFEST_CSV = "manifest.csv"
+CONTACT_SHEET = "contact_sheet.png"
 SYNTHETIC_WARNING = "SYNTHETIC DATA: these are generated images, not real OCT scans"
 
 
@@ -137,7 +139,7 @@ class ReducedSampleConfig(Config):
     seed: int = Field(default=0, ge=0, description="seed of the sampling draw")
 
 
-@asset(group_name=GROUP, code_version="1")
+@asset(group_name=GROUP, code_version="2")  # 2: contact_sheet.png
 def reduced_sample(
     context: AssetExecutionContext, config: ReducedSampleConfig, raw_oct_images: Artifact
 ) -> Output[Artifact]:
@@ -155,6 +157,8 @@ def reduced_sample(
         check_images(root, sample)
         method = link_sample(root, sample, tmp)
         context.log.info(f"linked {len(sample)} images into the sample ({method})")
+        by_class = {c: [r.path for r in sample if r.label == c] for c in CLASSES}
+        (tmp / CONTACT_SHEET).write_bytes(contact_sheet_png(tmp, by_class))
         counts = {s: dict.fromkeys(CLASSES, 0) for s in SPLITS}
         for r in sample:
             counts[r.split][r.label] += 1
@@ -170,7 +174,7 @@ def reduced_sample(
 
     return salted_output(
         context,
-        code_version="1",
+        code_version="2",
         config=cfg,
         upstream={"raw_oct_images": raw_oct_images.salt},
         build=build,
@@ -193,6 +197,8 @@ def describe_sample(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         "link_method": s["link_method"],
         "synthetic": s["synthetic"],
     }
+    if (folder / CONTACT_SHEET).is_file():
+        meta["contact_sheet"] = png_markdown(folder / CONTACT_SHEET, "sampled images per class")
     if s["synthetic"]:
         meta["WARNING"] = SYNTHETIC_WARNING
     return meta

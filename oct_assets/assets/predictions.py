@@ -1,6 +1,5 @@
 """`predictions` and `cluster_predictions`: one evaluation of a model on the sample's test split."""
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,8 @@ from oct_assets.artifact import Artifact
 from oct_assets.assets.images import GROUP
 from oct_assets.assets.model import cache_dir
 from oct_assets.assets.salted import salted_output
+from oct_assets.pictures import png_markdown
+from oct_assets.sensors import after_new_model
 
 PREDICTIONS_CODE_VERSION = "1"
 
@@ -22,6 +23,7 @@ def build_predictions_asset(name: str, model_asset: str) -> AssetsDefinition:
         group_name=GROUP,
         code_version=PREDICTIONS_CODE_VERSION,
         ins={"model": AssetIn(model_asset), "reduced_sample": AssetIn("reduced_sample")},
+        automation_condition=after_new_model(model_asset),
         description=f"Predictions, metrics and class-activation maps of `{model_asset}` on the "
         "test split of `reduced_sample`.",
     )
@@ -72,12 +74,6 @@ def per_class_table(m: dict[str, Any]) -> MetadataValue:
             f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |"
         )
     return MetadataValue.md("\n".join(lines))
-
-
-def png_markdown(path: Path, alt: str) -> MetadataValue:
-    """A PNG inlined into markdown, so the Dagster UI shows the picture itself."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
 predictions = build_predictions_asset("predictions", "trained_model")
