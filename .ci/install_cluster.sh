@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install the real services the cluster tests run against: OpenSSH server and a single-node
+# Slurm (munge, slurmctld, slurmd, client tools). Idempotent: skips apt when every binary is
+# already present. Needs root on Debian/Ubuntu. Nothing is started here; the pytest fixtures in
+# oct_assets_tests/fixtures_cluster.py start (and stop) the daemons on 127.0.0.1.
+set -euo pipefail
+
+packages=(openssh-server openssh-client munge slurmctld slurmd slurm-client)
+binaries=(/usr/sbin/sshd /usr/bin/scp /usr/bin/ssh-keygen /usr/sbin/munged /usr/sbin/slurmctld
+          /usr/sbin/slurmd /usr/bin/sbatch /usr/bin/squeue /usr/bin/scontrol /usr/bin/scancel)
+
+missing=0
+for bin in "${binaries[@]}"; do
+    [[ -x "$bin" ]] || missing=1
+done
+
+if [[ "$missing" == 1 ]]; then
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "install_cluster.sh: must run as root to install: ${packages[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${packages[@]}"
+fi
+
+# Installing the packages may start daemons under systemd-less containers' policy-rc.d; the
+# fixtures start their own, on loopback, so nothing else is required here except the
+# privilege-separation directory sshd insists on.
+mkdir -p /run/sshd
+chmod 0755 /run/sshd
+
+for bin in "${binaries[@]}"; do
+    if [[ ! -x "$bin" ]]; then
+        echo "install_cluster.sh: $bin still missing after install" >&2
+        exit 1
+    fi
+done
+echo "install_cluster.sh: sshd, munge and Slurm are installed"
