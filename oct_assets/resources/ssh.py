@@ -294,11 +294,12 @@ class SSHSession:
     # -- connection -------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the connection; closing one that already dropped is not an error."""
         with self._lock:
-            if self._sftp is not None:
-                self._sftp.close()
-            if self._client is not None:
-                self._client.close()
+            for handle in (self._sftp, self._client):
+                if handle is not None:
+                    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                        handle.close()
             self._sftp = None
             self._client = None
 
