@@ -218,6 +218,16 @@ def test_upload_and_download_are_verified_and_atomic(
     assert leftovers(sshd_server.remote_dir) == [] and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("size", [0, 1, 128 * 1024, 128 * 1024 + 1])
+def test_download_sizes_around_the_read_block(
+    cluster: ClusterResource, sshd_server: SshServer, tmp_path: Path, size: int
+) -> None:
+    data = os.urandom(size)
+    (sshd_server.remote_dir / f"edge{size}.bin").write_bytes(data)
+    result = cluster.download(f"edge{size}.bin", tmp_path / "edge.bin")
+    assert (tmp_path / "edge.bin").read_bytes() == data and result.size == size
+
+
 def test_missing_remote_file_names_the_path(cluster: ClusterResource, tmp_path: Path) -> None:
     target = tmp_path / "never.bin"
     with pytest.raises(RemoteFileNotFoundError, match=r"no/such/file\.bin") as info:

@@ -33,11 +33,13 @@ T = TypeVar("T")
 Progress = Callable[[int, int], None]
 
 CHUNK_BYTES = 1 << 20
-# Receive window of the SFTP channel and number of read requests kept in flight. Memory stays
-# bounded by the window; the window must stay well above the in-flight bytes (256 x 32 KiB),
-# otherwise paramiko stalls waiting for window adjustments.
+# Downloads: receive window of the SFTP channel, bytes of read requests kept in flight, and the
+# size of one read request. Memory stays bounded by the window; the window must stay well above
+# the in-flight bytes, or paramiko stalls waiting for window adjustments. 128 KiB requests mean
+# 4x fewer responses for Python to parse than paramiko's 32 KiB (~1.15x faster on loopback).
 SFTP_WINDOW_BYTES = 32 << 20
-SFTP_PREFETCH_REQUESTS = 256
+SFTP_IN_FLIGHT_BYTES = 8 << 20
+SFTP_READ_BYTES = 128 << 10
 # AES-GCM does cipher and MAC in one OpenSSL call; paramiko's default (CTR + HMAC) costs ~30 %.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_BACKOFF_S = 30.0
@@ -180,6 +182,51 @@ class _FastPipe(BufferedPipe):
 
     def _buffer_tobytes(self, limit: int | None = None) -> bytes:
         return bytes(self._buffer[:limit])
+
+
+class _PrefetchingFile(paramiko.SFTPFile):
+    """SFTPFile whose bounded prefetch does not give up when the reader catches up.
+
+    With `max_concurrent_requests`, paramiko marks the prefetch done whenever no request is in
+    flight, even if its thread has more to send; a fast reader then drops to one blocking round
+    trip per 32 KiB while the remaining responses pile up unread in memory (paramiko PR #2519).
+    Here "done" additionally requires that every request has been sent.
+    """
+
+    _sending = False
+
+    def read_first_block(self, size: int) -> bytes:
+        """Read up to `size` bytes with one request and adopt the answer's length as block size.
+
+        Servers cap a read (OpenSSH 8.x at 64 KiB, 9.x at 255 KiB); prefetching blocks larger
+        than the cap leaves gaps that make paramiko fall back to one round trip per block. One
+        block is also what `read(MAX_REQUEST_SIZE)` returns, so no bytes objects get concatenated.
+        """
+        self.MAX_REQUEST_SIZE = size
+        data = self._read(size)
+        if data and len(data) < size:
+            self.MAX_REQUEST_SIZE = len(data)
+        self._realpos += len(data)
+        self._pos = self._realpos
+        return data
+
+    def _start_prefetch(self, chunks, max_concurrent_requests=None):
+        self._sending = True
+        super()._start_prefetch(chunks, max_concurrent_requests)
+
+    def _prefetch_thread(self, chunks, max_concurrent_requests):
+        try:
+            super()._prefetch_thread(chunks, max_concurrent_requests)
+        finally:
+            with self._prefetch_lock:
+                self._sending = False
+                self._prefetch_done = not self._prefetch_extents
+
+    def _async_response(self, t, msg, num):
+        super()._async_response(t, msg, num)
+        with self._prefetch_lock:
+            if self._sending:
+                self._prefetch_done = False
 
 
 def sha256_file(path: Path) -> str:
@@ -736,13 +783,18 @@ class SSHSession:
             try:
                 digest, size = hashlib.sha256(), 0
                 with sftp.open(source, "rb") as src, open(tmp, "wb") as dst:
-                    src.prefetch(info.size, max_concurrent_requests=SFTP_PREFETCH_REQUESTS)
-                    while chunk := src.read(CHUNK_BYTES):
+                    src.__class__ = _PrefetchingFile
+                    # An empty file would answer the first read with an EOF status.
+                    chunk = src.read_first_block(SFTP_READ_BYTES) if info.size else b""
+                    block = src.MAX_REQUEST_SIZE
+                    src.prefetch(info.size, max_concurrent_requests=SFTP_IN_FLIGHT_BYTES // block)
+                    while chunk:
                         digest.update(chunk)
                         dst.write(chunk)
                         size += len(chunk)
                         if progress:
                             progress(size, info.size)
+                        chunk = src.read(block)
                     dst.flush()
                     os.fsync(dst.fileno())
                 expected = self._sha256_result(
