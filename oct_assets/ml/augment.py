@@ -22,6 +22,7 @@ class AugmentParams:
     max_zoom: float = 0.10  # scale in [1 - z, 1 + z]
     max_shift: float = 0.08  # fraction of the side
     max_rotate_deg: float = 8.0
+    max_stretch: float = 0.0  # extra horizontal scale in [exp(-s), exp(s)]: other fields of view
     max_gamma: float = 0.3  # gamma in [exp(-g), exp(g)]
     max_contrast: float = 0.2
     max_brightness: float = 0.08
@@ -40,6 +41,7 @@ def augment(x: Tensor, gen: torch.Generator, p: AugmentParams = AugmentParams())
 
     flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0).to(x.device)
     scale = uniform(1 - p.max_zoom, 1 + p.max_zoom)
+    stretch = torch.exp(uniform(-p.max_stretch, p.max_stretch))
     angle = uniform(-p.max_rotate_deg, p.max_rotate_deg) * (math.pi / 180)
     tx = uniform(-p.max_shift, p.max_shift) * 2  # affine_grid coordinates span [-1, 1]
     ty = uniform(-p.max_shift, p.max_shift) * 2
@@ -49,7 +51,11 @@ def augment(x: Tensor, gen: torch.Generator, p: AugmentParams = AugmentParams())
 
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
-        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+        [
+            torch.stack([cos * flip / stretch, -sin, tx], 1),
+            torch.stack([sin * flip / stretch, cos, ty], 1),
+        ],
+        1,
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.data import Sample
 from oct_assets.ml.decode import decode_gray
 
@@ -124,7 +125,7 @@ def decoded_images(
     seconds = time.perf_counter() - started
     index = {"fingerprint": fingerprint, "n": len(sample), "size": size, "fit": fit,
              "salt": sample.salt, "decode_seconds": round(seconds, 3)}  # fmt: skip
-    _write_text_atomic(index_path, json.dumps(index, indent=2))
+    write_bytes(index_path, json.dumps(index, indent=2).encode())
     log.info("decoded %d images at %dpx into %s in %.1fs", len(sample), size, data_path, seconds)
     return DecodedImages(data_path, len(sample), size)
 
@@ -147,12 +148,3 @@ def _fill(target: Path, sample: Sample, size: int, fit: str, workers: int) -> No
         ]
         for f in futures:
             f.result()  # re-raises ImageDecodeError naming the path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -36,6 +36,9 @@ class TrainConfig:
         width: channel count of the compact net's first block (doubles per block, capped at 8x).
         blocks: number of conv blocks of the compact net (each halves the resolution).
         dropout: dropout before the classifier.
+        pool_power: exponent of the compact net's generalised-mean pooling: 1 is global
+            average pooling; larger values lean toward the maximum, so a single small lesion
+            (a cyst, a druse) is not averaged away.
         fit: how a scan becomes the square input: "resize" squeezes the whole scan, "crop"
             keeps the central square (pathology sits centrally), "band" keeps the central
             square's width but only the band of rows holding the retina.
@@ -61,6 +64,7 @@ class TrainConfig:
     width: int = 16
     blocks: int = 4
     dropout: float = 0.1
+    pool_power: float = 1.0
     fit: str = "resize"
     augment: bool = True
     tta_flip: bool = False
@@ -85,6 +89,8 @@ class TrainConfig:
         for name in ("patience", "decode_workers", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.pool_power >= 1:
+            raise ValueError(f"TrainConfig.pool_power must be >= 1, got {self.pool_power}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
         if not self.weight_decay >= 0:

@@ -20,8 +20,12 @@ class CompactNet(nn.Module):
 
     in_channels = 1
 
-    def __init__(self, n_classes: int, width: int = 16, blocks: int = 4, dropout: float = 0.1):
+    def __init__(
+        self, n_classes: int, width: int = 16, blocks: int = 4, dropout: float = 0.1,
+        pool_power: float = 1.0,
+    ):  # fmt: skip
         super().__init__()
+        self.pool_power = pool_power
         layers: list[nn.Module] = [*_conv_bn_relu(1, width, stride=2)]
         c = width
         for i in range(1, blocks):
@@ -38,7 +42,12 @@ class CompactNet(nn.Module):
         return self.body((x - mean) / (std + 1e-3))
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = self.features(x).mean(dim=(2, 3))
+        f = self.features(x).float()
+        if self.pool_power == 1.0:
+            pooled = f.mean(dim=(2, 3))
+        else:  # generalised mean: leans toward the max, so one small lesion still counts
+            p = self.pool_power
+            pooled = f.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
         return self.classifier(self.dropout(pooled))
 
 
@@ -101,7 +110,9 @@ def build_net(config: TrainConfig, n_classes: int) -> nn.Module:
         )
     if config.architecture == "seed":
         return SeedNet(n_classes)
-    return CompactNet(n_classes, width=config.width, blocks=config.blocks, dropout=config.dropout)
+    return CompactNet(
+        n_classes, config.width, config.blocks, config.dropout, pool_power=config.pool_power
+    )
 
 
 def to_input(images: Tensor, in_channels: int) -> Tensor:

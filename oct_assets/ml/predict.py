@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.data import read_sample
+from oct_assets.ml.data import Sample, read_sample
 from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.nets import build_net, to_input
 from oct_assets.ml.plots import cam_grid_png, confusion_matrix_png
@@ -104,8 +105,8 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_predictions(out_dir / "predictions.csv", sample, rows, true, pred, probs, classes)
-    _write_atomic(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-    _write_atomic(out_dir / "confusion_matrix.png", confusion_matrix_png(metrics))
+    write_bytes(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    write_bytes(out_dir / "confusion_matrix.png", confusion_matrix_png(metrics))
     tiles = []
     if cams is not None:
         pix = images.read(rows[examples])
@@ -119,7 +120,7 @@ def evaluate(
                     "prob": float(probs[i, pred[i]]),
                 }
             )
-    _write_atomic(out_dir / "cam_grid.png", cam_grid_png(tiles, classes))
+    write_bytes(out_dir / "cam_grid.png", cam_grid_png(tiles, classes))
     log.info("evaluated %d %s images: accuracy %.4f", len(rows), split, metrics["accuracy"])
     return metrics
 
@@ -163,21 +164,13 @@ def _cam_examples(true: np.ndarray, pred: np.ndarray, probs: np.ndarray, n: int)
 
 
 def _write_predictions(
-    path: Path, sample, rows, true, pred, probs, classes: list[str]
+    path: Path, sample: Sample, rows: np.ndarray, true: np.ndarray, pred: np.ndarray,
+    probs: np.ndarray, classes: list[str],
 ) -> None:  # fmt: skip
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "true_class", "predicted_class", *classes])
-        for k, r in enumerate(rows):
-            w.writerow(
-                [sample.files[r], classes[true[k]], classes[pred[k]]]
-                + [f"{p:.6f}" for p in probs[k]]
-            )
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["file", "true_class", "predicted_class", *classes])
+    for k, r in enumerate(rows):
+        probabilities = [f"{p:.6f}" for p in probs[k]]
+        w.writerow([sample.files[r], classes[true[k]], classes[pred[k]], *probabilities])
+    write_bytes(path, buf.getvalue().encode())

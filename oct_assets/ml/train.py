@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.augment import augment
 from oct_assets.ml.cache import DecodedImages, decoded_images
 from oct_assets.ml.config import TrainConfig
@@ -157,7 +158,7 @@ def train(
         "sample_salt": sample.salt,
         "min_image_size": min_image_size(config),
     }
-    (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_bytes(out_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
     return metrics
 
 
@@ -276,16 +277,11 @@ def _autocast(device: torch.device):
 
 
 def _save_state_dict(state: dict[str, Tensor], path: Path) -> None:
-    """Serialise in memory (the archive's inner folder name would otherwise be the temp
-    file's name), then write a temp sibling, fsync and rename into place."""
+    """Serialise in memory first: saving straight to the temp file would embed the temp
+    file's name in the archive and make otherwise identical models differ."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_bytes(path, buf.getvalue())
 
 
 def _pipes_context() -> AbstractContextManager[Any]:
