@@ -13,6 +13,7 @@ turns every unavailable service or failed start into a test failure.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import secrets
@@ -88,6 +89,11 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout_s)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if pytest dies, so no daemon outlives a run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def descendants(pid: int) -> list[int]:
@@ -253,6 +259,7 @@ def start_sshd(root: Path, *, slurm_conf: Path | None = None) -> SshServer:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
 
     def listening() -> bool:
@@ -325,7 +332,12 @@ def start_slurm(root: Path) -> SlurmCluster:
         out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             out.close()

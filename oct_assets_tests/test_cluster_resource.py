@@ -126,8 +126,11 @@ def test_wrong_password_is_a_clear_error_without_the_secret(
     _assert_secret_free(info.value, wrong, caplog)
 
 
-def test_wrong_key_is_refused(
-    sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch, tmp_path: Path
+def test_wrong_key_is_refused_without_retrying(
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", stranger], check=True)
@@ -136,6 +139,7 @@ def test_wrong_key_is_refused(
         ClusterAuthError, match=rf"{sshd_server.user}@127.0.0.1:{sshd_server.port}.*public key"
     ):
         resource.run("true")
+    assert "retry" not in caplog.text
 
 
 # -- host keys ------------------------------------------------------------------------------
@@ -143,14 +147,19 @@ def test_wrong_key_is_refused(
 
 @pytest.mark.parametrize("known_hosts_exists", [True, False])
 def test_unknown_host_key_is_refused(
-    sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch, tmp_path: Path, known_hosts_exists
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    known_hosts_exists: bool,
 ) -> None:
     known_hosts = tmp_path / "known_hosts"
     if known_hosts_exists:
         known_hosts.write_text("")
-    resource = sshd_server.resource(known_hosts=str(known_hosts))
+    resource = sshd_server.resource(known_hosts=str(known_hosts), retries=2)
     with pytest.raises(ClusterHostKeyError) as info:
         resource.run("true")
+    assert "retry" not in caplog.text
     message = str(info.value)
     assert f"127.0.0.1:{sshd_server.port}" in message
     assert fingerprint(sshd_server.host_key.with_suffix(".pub")) in message

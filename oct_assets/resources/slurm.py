@@ -94,7 +94,8 @@ class SlurmJobSpec:
         name: job name; also names the script `<workdir>/<name>.sbatch`.
         command: shell command line the job runs, e.g. `python -m pkg.train --out DIR`.
         workdir: absolute remote folder the job runs in (`--chdir`).
-        output: log file for stdout and stderr; relative to `workdir`; `%j` is the job id.
+        output: log file for stdout and stderr, relative to `workdir`; of Slurm's patterns use
+            only `%j` (job id) and `%x` (job name), which `SlurmJob.log_path` resolves.
         setup: shell lines run before `command` (`module load ...`, `source venv/bin/activate`).
         extra_directives: further sbatch options, e.g. `--account=proj`, `--qos=short`.
     """
@@ -202,7 +203,8 @@ def submit(shell: RemoteShell, spec: SlurmJobSpec) -> SlurmJob:
         )
     job_id = int(job_id_text)
     logger.info("submitted Slurm job %d (%s)", job_id, spec.name)
-    return SlurmJob(job_id, spec.name, spec.output_path.replace("%j", str(job_id)), script)
+    log_path = spec.output_path.replace("%j", str(job_id)).replace("%x", spec.name)
+    return SlurmJob(job_id, spec.name, log_path, script)
 
 
 def _parse_scontrol(job_id: int, text: str) -> SlurmJobStatus:
