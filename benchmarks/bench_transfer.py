@@ -6,9 +6,11 @@ Starts a private sshd on 127.0.0.1 (the test fixtures' `start_sshd`; needs root)
 one described by OCT_BENCH_* variables (HOST must be loopback, PORT, USER, KEY_FILE,
 KNOWN_HOSTS, REMOTE_DIR). Writes a random file remotely, then fetches it alternately with
 `ClusterResource.download` (SFTP, sha256-verified, fsynced, renamed into place) and with
-`scp` (OpenSSH >= 9 speaks SFTP too; no verification, no fsync), swapping the order each
-round so that neither always runs on a warmer machine. Prints MB/s per run, the medians and
-their ratio (goal: resource >= 0.8x scp), and the peak memory the download added.
+`scp` (OpenSSH >= 9 speaks SFTP too; no verification, no fsync; its default cipher is
+chacha20-poly1305, `--scp-cipher aes128-gcm@openssh.com` gives it the resource's cipher),
+swapping the order each round so that neither always runs on a warmer machine. Prints MB/s
+per run, the medians and their ratio (goal: resource >= 0.8x scp), and the peak memory the
+downloads added.
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ def _from_env() -> tuple[ClusterResource, str, str, str] | None:
     return res, str(Path(env["KEY_FILE"] or "").expanduser()), known_hosts, env["USER"] or ""
 
 
-def _scp(port: int, key: str, known_hosts: str, user: str, remote: str, local: Path) -> float:
+def _scp(
+    port: int, key: str, known_hosts: str, user: str, remote: str, local: Path, cipher: str | None
+) -> float:
     started = time.perf_counter()
     subprocess.run(
         [
             "scp",
             "-q",
+            *(["-c", cipher] if cipher else []),
             "-P",
             str(port),
             "-i",
@@ -79,6 +84,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--scp-cipher",
+        help="e.g. aes128-gcm@openssh.com (what the resource prefers); default: scp's own",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="oct-bench-"))
@@ -108,7 +117,9 @@ def main() -> None:
                         seconds = res.download(remote, target).seconds
                         ours.append(size / seconds / 1e6)
                     else:
-                        seconds = _scp(port, key, known_hosts, user, remote, target)
+                        seconds = _scp(
+                            port, key, known_hosts, user, remote, target, args.scp_cipher
+                        )
                         theirs.append(size / seconds / 1e6)
                     print(f"round {round_ + 1} {tool:8s} {size / seconds / 1e6:7.1f} MB/s")
                     target.unlink()
@@ -117,7 +128,7 @@ def main() -> None:
         ratio = statistics.median(ours) / statistics.median(theirs)
         print(
             f"median: resource {statistics.median(ours):.1f} MB/s, scp"
-            f" {statistics.median(theirs):.1f} MB/s, ratio {ratio:.2f}"
+            f" {statistics.median(theirs):.1f} MB/s, ratio {ratio:.3f}"
             f" ({'meets' if ratio >= 0.8 else 'below'} the 0.8x goal)"
         )
         print(f"peak RSS grew by {(rss_after - rss_before) / 1024:.0f} MiB during the downloads")
