@@ -5,6 +5,8 @@
   `reduced_sample`; training is opt-in because it is expensive).
 - `after_new_model(model)` is the automation condition of a predictions asset: it evaluates a
   model once that model has a new materialisation, never a stale model on a new sample.
+  `automation_sensor` evaluates such conditions and is on by default; `new_images_sensor` is
+  off until someone turns it on, because it starts runs whenever the image folder changes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dagster import (
     AssetKey,
     AssetSelection,
     AutomationCondition,
+    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -136,3 +139,12 @@ def after_new_model(model: str) -> AutomationCondition:
     only_model = deps_updated.allow(AssetSelection.assets(model)).with_label(f"{model} updated")
     eager = AutomationCondition.eager().replace("any_deps_updated", only_model)
     return eager.with_label(f"eager after {model}")
+
+
+automation_sensor = AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the assets' automation conditions: predictions after a new model.",
+)

@@ -10,6 +10,7 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     DagsterInstance,
+    DefaultSensorStatus,
     build_sensor_context,
     evaluate_automation_conditions,
     instance_for_test,
@@ -18,7 +19,7 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from oct_assets.definitions import defs
 from oct_assets.scan import scan_tree
-from oct_assets.sensors import REFRESH_ENV, new_images_sensor, stat_signature
+from oct_assets.sensors import REFRESH_ENV, automation_sensor, new_images_sensor, stat_signature
 
 DEFAULT_SELECTION = [AssetKey("raw_oct_images"), AssetKey("reduced_sample")]
 
@@ -193,3 +194,14 @@ def test_predictions_follow_a_new_model_not_a_new_sample() -> None:
     materialized("trained_model")
     result = tick(result.cursor)
     assert result.get_num_requested(AssetKey("predictions")) == 1
+
+
+def test_automation_is_on_and_the_image_sensor_opt_in() -> None:
+    """Predictions follow new models without anyone's action; the image sensor starts runs on a
+    shared folder, so a person turns it on."""
+    assert automation_sensor.default_status == DefaultSensorStatus.RUNNING
+    targeted = automation_sensor.asset_selection.resolve(defs.resolve_asset_graph())
+    assert AssetKey("predictions") in targeted
+    assert new_images_sensor.default_status == DefaultSensorStatus.STOPPED
+    names = {s.name for s in defs.get_repository_def().sensor_defs}
+    assert names == {"new_images_sensor", "automation_sensor"}  # no unstarted default sensor

@@ -67,6 +67,13 @@ query Results($keys: [AssetKeyInput!]) {
   }
 }
 """
+SENSORS = """
+query Sensors($selector: RepositorySelector!) {
+  sensorsOrError(repositorySelector: $selector) {
+    ... on Sensors { results { name sensorState { status } } }
+  }
+}
+"""
 
 
 def require(binary: str) -> str:
@@ -246,6 +253,13 @@ def test_check_results_are_shown(results: dict, run_id: str) -> None:
         if c["blocking"]
     }
     assert blocking == {"no_patient_in_both_splits"}
+
+
+def test_automation_page_lists_the_sensors(ui: UI) -> None:
+    selector = {"repositoryLocationName": "oct_assets", "repositoryName": "__repository__"}
+    data = ui.client._execute(SENSORS, {"selector": selector})
+    states = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
+    assert states == {"automation_sensor": "RUNNING", "new_images_sensor": "STOPPED"}
 
 
 def test_screenshots_show_the_graph_and_the_pictures(ui: UI, run_id: str, tmp_path: Path) -> None:
