@@ -77,3 +77,4 @@ def per_class_table(m: dict[str, Any]) -> MetadataValue:
 
 
 predictions = build_predictions_asset("predictions", "trained_model")
+cluster_predictions = build_predictions_asset("cluster_predictions", "cluster_model")

@@ -21,6 +21,16 @@ Build = Callable[[Path], dict[str, Any]]
 Describe = Callable[[Path, dict[str, Any]], dict[str, Any]]
 
 
+def asset_salt(
+    context: AssetExecutionContext,
+    code_version: str,
+    config: Mapping[str, Any],
+    upstream: Mapping[str, str],
+) -> str:
+    """The salt of the asset being materialised (for builds that name remote folders by it)."""
+    return compute_salt(context.asset_key.path[-1], code_version, config, upstream)
+
+
 def salted_output(
     context: AssetExecutionContext,
     *,
@@ -36,7 +46,7 @@ def salted_output(
     A cache hit still records a materialisation with the same data version.
     """
     asset = context.asset_key.path[-1]
-    salt = compute_salt(asset, code_version, config, upstream)
+    salt = asset_salt(context, code_version, config, upstream)
     folder = salted_dir(asset, salt)
     started = time.perf_counter()
     cache_hit = is_complete(folder)

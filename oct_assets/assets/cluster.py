@@ -1,0 +1,242 @@
+"""`cluster_model`: a model trained on a Slurm cluster over SSH, or fetched from it, salted here.
+
+`mode: fetch` copies `model.pt` + `model.json` from a remote folder; the salt hashes their
+contents, so an unchanged remote model is a cache hit without any transfer and a changed one
+moves everything downstream. `mode: train` uploads `reduced_sample` (skipping files the remote
+already has), runs `python -m oct_assets.ml.train` under `sbatch` with this project's own ML
+code, streams the job log into the run log, and fetches the checkpoint; it is salted like
+`trained_model` (training config + `reduced_sample`), Slurm's where-and-how-long settings aside.
+"""
+
+import hashlib
+import json
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from pydantic import Field
+
+from oct_assets.artifact import Artifact
+from oct_assets.assets.images import GROUP
+from oct_assets.assets.model import TrainedModelConfig, describe_model
+from oct_assets.assets.salted import asset_salt, salted_output
+from oct_assets.constants import CLASSES, PROJECT_ROOT
+from oct_assets.ml.config import TrainConfig
+from oct_assets.resources.cluster import ClusterResource, SlurmJobSpec
+
+CLUSTER_CODE_VERSION = "1"
+MODEL_FILES = ("model.pt", "model.json")
+
+
+class SlurmSettings(Config):
+    """Where and how long the training job runs; these do not change the trained weights."""
+
+    partition: str | None = Field(default=None, description="sbatch --partition")
+    time: str = Field(default="01:00:00", description="sbatch --time")
+    cpus_per_task: int = Field(default=4, ge=1, description="sbatch --cpus-per-task")
+    mem: str | None = Field(default="8G", description="sbatch --mem")
+    gres: str | None = Field(default=None, description="sbatch --gres, e.g. gpu:1")
+    python: str = Field(
+        default="python3", description="python on the node with torch, numpy and pillow"
+    )
+    setup: list[str] = Field(
+        default_factory=list,
+        description="shell lines before training, e.g. 'source ~/venvs/oct/bin/activate'",
+    )
+    poll_interval_s: float = Field(default=5.0, gt=0, description="seconds between squeue polls")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="give up (and scancel) after this many seconds"
+    )
+
+
+class ClusterModelConfig(Config):
+    mode: Literal["fetch", "train"] = Field(
+        default="fetch", description="fetch an existing remote model, or train one with sbatch"
+    )
+    remote_model_path: str = Field(
+        default="models/latest",
+        description="fetch: remote folder with model.pt and model.json; relative paths are "
+        "under OCT_CLUSTER_REMOTE_DIR",
+    )
+    training: TrainedModelConfig = Field(default_factory=TrainedModelConfig)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+
+@asset(group_name=GROUP, code_version=CLUSTER_CODE_VERSION)
+def cluster_model(
+    context: AssetExecutionContext,
+    config: ClusterModelConfig,
+    reduced_sample: Artifact,
+    cluster: ClusterResource,
+) -> Output[Artifact]:
+    """A model from the cluster, verified (sha256 end to end, loads, right classes) and salted."""
+    if config.mode == "fetch":
+        return _fetch(context, config, cluster)
+    return _train(context, config, reduced_sample, cluster)
+
+
+def _fetch(
+    context: AssetExecutionContext, config: ClusterModelConfig, cluster: ClusterResource
+) -> Output[Artifact]:
+    remote = cluster.remote_path(config.remote_model_path)
+    sums = {name: cluster.sha256(f"{remote}/{name}") for name in MODEL_FILES}
+    content = hashlib.sha256("".join(sums[n] for n in MODEL_FILES).encode()).hexdigest()
+    context.log.info(f"remote model {remote}: content sha256 {content[:16]}")
+
+    def build(tmp: Path) -> dict[str, Any]:
+        _download_model(context, cluster, remote, tmp, expected=sums)
+        return {"model": _validated_model_json(tmp), "remote": remote, "content": content}
+
+    return salted_output(
+        context,
+        code_version=CLUSTER_CODE_VERSION,
+        config={"mode": "fetch", "remote_model_path": remote},
+        upstream={"remote_model_content": content},
+        build=build,
+        describe=describe_cluster_model,
+    )
+
+
+def _train(
+    context: AssetExecutionContext,
+    config: ClusterModelConfig,
+    sample: Artifact,
+    cluster: ClusterResource,
+) -> Output[Artifact]:
+    training = TrainConfig.from_dict(config.training.model_dump()).to_dict()
+    salt_config = {"mode": "train", "training": training}
+    upstream = {"reduced_sample": sample.salt}
+    salt = asset_salt(context, CLUSTER_CODE_VERSION, salt_config, upstream)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        remote_out = cluster.remote_path("models", salt)
+        if cluster.exists(f"{remote_out}/model.json"):
+            context.log.info(f"the cluster already has this model at {remote_out}; fetching it")
+            job_info: dict[str, Any] = {"job": "reused"}
+        else:
+            job_info = _run_training_job(context, config.slurm, cluster, sample, training, salt)
+        _download_model(context, cluster, remote_out, tmp, expected=None)
+        return {"model": _validated_model_json(tmp), "remote": remote_out, **job_info}
+
+    return salted_output(
+        context,
+        code_version=CLUSTER_CODE_VERSION,
+        config=salt_config,
+        upstream=upstream,
+        build=build,
+        describe=describe_cluster_model,
+    )
+
+
+def _run_training_job(
+    context: AssetExecutionContext,
+    slurm: SlurmSettings,
+    cluster: ClusterResource,
+    sample: Artifact,
+    training: dict[str, Any],
+    salt: str,
+) -> dict[str, Any]:
+    """Upload sample and code, sbatch the trainer, follow it, and leave the model remotely."""
+    remote_sample = cluster.remote_path("samples", sample.salt)
+    sent = cluster.upload_dir(sample.path, remote_sample)
+    context.log.info(
+        f"sample at {remote_sample}: {len(sent.uploaded)} files sent, "
+        f"{len(sent.skipped)} already there"
+    )
+    remote_code = _upload_ml_code(cluster)
+    job_dir = cluster.remote_path("jobs", salt)
+    config_file = f"{job_dir}/train_config.json"
+    cluster.write_bytes(json.dumps(training, indent=2).encode(), config_file)
+    remote_out = cluster.remote_path("models", salt)
+    partial = f"{remote_out}.partial"
+    q = shlex.quote
+    command = (
+        f"{q(slurm.python)} -m oct_assets.ml.train --sample {q(remote_sample)} "
+        f"--out {q(partial)} --config {q(config_file)} "
+        f"--cache-dir {q(cluster.remote_path('cache'))} && mv -T {q(partial)} {q(remote_out)}"
+    )
+    spec = SlurmJobSpec(
+        name=f"oct-train-{salt}",
+        command=command,
+        workdir=job_dir,
+        output="slurm-%j.log",
+        partition=slurm.partition,
+        time=slurm.time,
+        cpus_per_task=slurm.cpus_per_task,
+        mem=slurm.mem,
+        gres=slurm.gres,
+        setup=[
+            *slurm.setup,
+            f"export PYTHONPATH={q(remote_code)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            f"rm -rf {q(partial)} && mkdir -p {q(partial)}",
+        ],
+    )
+    job = cluster.submit_job(spec)
+    context.log.info(f"submitted Slurm job {job.job_id}; log {job.log_path}")
+    status = cluster.wait_for_job(
+        job,
+        poll_interval_s=slurm.poll_interval_s,
+        timeout_s=slurm.timeout_s,
+        on_log_line=lambda line: context.log.info(f"[slurm {job.job_id}] {line}"),
+    )
+    return {"job_id": job.job_id, "slurm_state": status.state, "job_log": job.log_path}
+
+
+def _upload_ml_code(cluster: ClusterResource) -> str:
+    """Upload `oct_assets/ml` (all the node needs) to a folder named by its content hash."""
+    package = PROJECT_ROOT / "oct_assets"
+    files = [package / "__init__.py", *sorted((package / "ml").glob("*.py"))]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    remote_code = cluster.remote_path("code", digest.hexdigest()[:16])
+    with tempfile.TemporaryDirectory() as stage:
+        for f in files:
+            target = Path(stage, "oct_assets", f.relative_to(package))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+        cluster.upload_dir(stage, remote_code)
+    return remote_code
+
+
+def _download_model(
+    context: AssetExecutionContext,
+    cluster: ClusterResource,
+    remote: str,
+    dest: Path,
+    expected: dict[str, str] | None,
+) -> None:
+    """Download the model files (each sha256-verified end to end by the resource)."""
+    for name in MODEL_FILES:
+        result = cluster.download(f"{remote}/{name}", dest / name)
+        if expected is not None and result.sha256 != expected[name]:
+            raise RuntimeError(
+                f"{remote}/{name} changed during the transfer (sha256 {result.sha256} != "
+                f"{expected[name]}); materialise cluster_model again"
+            )
+        context.log.info(f"fetched {remote}/{name} ({result.size} bytes, {result.seconds:.1f}s)")
+
+
+def _validated_model_json(folder: Path) -> dict[str, Any]:
+    """model.json of a fetched model, after checking that its weights load into its network."""
+    from oct_assets.ml.predict import load_model
+
+    model_json = json.loads((folder / "model.json").read_text())
+    if list(model_json.get("classes", [])) != list(CLASSES):
+        raise ValueError(
+            f"fetched model has classes {model_json.get('classes')}, expected {list(CLASSES)}"
+        )
+    load_model(folder)
+    return model_json
+
+
+def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
+    meta = describe_model(folder, s)
+    meta["remote_path"] = s["remote"]
+    for key in ("content", "job_id", "slurm_state", "job_log", "job"):
+        if key in s:
+            meta[key] = s[key]
+    meta["model_json"] = MetadataValue.json(s["model"])
+    return meta
