@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from oct_assets.ml.errors import ImageDecodeError
 
@@ -62,17 +62,21 @@ def fit_box(im: Image.Image, fit: str) -> tuple[int, int, int, int]:
     return (left, top + band_top, left + side, top + band_top + band)
 
 
-def retina_row(im: Image.Image, work: int = 128) -> float:
+def retina_row(im: Image.Image, work: int = 64) -> float:
     """Row of the brightest horizontal band (the RPE / choroid complex), in `im` pixels.
 
-    Registration wedges (flat saturated white corners) are masked first; the row profile
-    is smoothed over ~1/8 of the height, so single bright specks cannot win.
+    Works on a `work`-pixel thumbnail. Registration wedges (flat saturated white corners)
+    are masked first; the row profile is smoothed over 1/8 of the height, so single bright
+    specks cannot win.
     """
-    small = im.resize((work, work), Image.Resampling.BILINEAR)
-    wedge = np.asarray(small.filter(ImageFilter.MinFilter(5))) > 235
-    pixels = np.asarray(small, dtype=np.float32).copy()
-    pixels[wedge] = 0
-    profile = pixels.mean(axis=1)
+    small = np.asarray(im.resize((work, work), Image.Resampling.BOX), dtype=np.float32)
+    bright = small > 235
+    wedge = bright.copy()  # 3x3 erosion: saturated areas, not thin bright lines
+    wedge[1:] &= bright[:-1]
+    wedge[:-1] &= bright[1:]
+    wedge[:, 1:] &= bright[:, :-1]
+    wedge[:, :-1] &= bright[:, 1:]
+    profile = np.where(wedge, 0.0, small).mean(axis=1)
     k = work // 8
     smooth = np.convolve(profile, np.ones(k) / k, mode="same")
     return (float(smooth.argmax()) + 0.5) * im.height / work

@@ -19,9 +19,9 @@ from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
 from oct_assets.ml.errors import OctMLError
+from oct_assets.ml.loop import BatchReader, deterministic_torch, predict_logits, resolve_device
 from oct_assets.ml.nets import build_net, to_input
 from oct_assets.ml.plots import cam_grid_png, confusion_matrix_png
-from oct_assets.ml.train import BatchReader, deterministic_torch, predict_logits, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def evaluate(
         raise OctMLError(f"{sample.root / 'images.csv'} has no images in the {split} split")
     device = resolve_device(config.device)
     size, fit = meta["input"]["size"], meta["input"]["fit"]
-    with deterministic_torch(config.seed, config.threads):
+    with deterministic_torch(config.seed, config.threads, device):
         images = decoded_images(sample, size, fit, cache_dir, config.decode_workers)
         reader = BatchReader(sample, images, size, net.in_channels)
         net.to(device, memory_format=torch.channels_last)
