@@ -9,16 +9,28 @@ environment variables that carry them, so they cannot reach run config, the UI o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from oct_assets.resources import slurm
+from oct_assets.resources.errors import (
+    ClusterAuthError,
+    ClusterCommandError,
+    ClusterCommandTimeout,
+    ClusterConfigError,
+    ClusterConnectionError,
+    ClusterError,
+    ClusterHostKeyError,
+    RemoteFileNotFoundError,
+    TransferVerificationError,
+)
 from oct_assets.resources.slurm import (
     SlurmError,
     SlurmJob,
@@ -29,24 +41,18 @@ from oct_assets.resources.slurm import (
     SlurmSubmitError,
     SlurmWaitTimeoutError,
 )
-from oct_assets.resources.ssh import (
-    ClusterAuthError,
-    ClusterCommandError,
-    ClusterCommandTimeout,
-    ClusterConfigError,
-    ClusterConnectionError,
-    ClusterError,
-    ClusterHostKeyError,
+from oct_assets.resources.types import (
     CommandResult,
     DirUploadResult,
     Progress,
-    RemoteFileNotFoundError,
+    RemoteFileDigest,
     RemoteStat,
-    SSHSession,
     SSHSettings,
     TransferResult,
-    TransferVerificationError,
 )
+
+if TYPE_CHECKING:  # ssh.py loads paramiko: imported when the first session is created
+    from oct_assets.resources.ssh import SSHSession
 
 __all__ = [
     "ENV_PREFIX",
@@ -60,6 +66,7 @@ __all__ = [
     "ClusterResource",
     "CommandResult",
     "DirUploadResult",
+    "RemoteFileDigest",
     "RemoteFileNotFoundError",
     "RemoteStat",
     "SlurmError",
@@ -193,6 +200,8 @@ class ClusterResource(dg.ConfigurableResource):
     def session(self) -> SSHSession:
         """The underlying SSH session, created on first use (no network until an operation)."""
         if self._session is None:
+            from oct_assets.resources.ssh import SSHSession
+
             settings = self.settings()
             remote_dir = self._setting("remote_dir", f"{ENV_PREFIX}REMOTE_DIR", [])
             self._session = SSHSession(settings, remote_dir or ".")
@@ -201,8 +210,10 @@ class ClusterResource(dg.ConfigurableResource):
     # -- lifecycle --------------------------------------------------------------------------
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Fail at step start, before any work, when the environment is incomplete.
-        self.settings()
+        # In a run, fail at step start, before any work, when the environment is incomplete.
+        # Sensors (no run) build the resource every tick; they report the gap as a skip reason.
+        if context.run is not None:
+            self.settings()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
@@ -222,6 +233,10 @@ class ClusterResource(dg.ConfigurableResource):
     def connect(self) -> None:
         """Connect now (with retries), e.g. to surface host-key or auth errors early."""
         self.session.connect()
+
+    def single_attempt(self) -> contextlib.AbstractContextManager[None]:
+        """Within `with cluster.single_attempt():` nothing is retried (see `SSHSession`)."""
+        return self.session.single_attempt()
 
     def remote_path(self, *parts: str) -> str:
         """Absolute remote path of `parts` joined under `remote_dir`."""
@@ -262,6 +277,10 @@ class ClusterResource(dg.ConfigurableResource):
 
     def sha256(self, remote: str) -> str:
         return self.session.sha256(remote)
+
+    def file_digests(self, folder: str, names: Sequence[str]) -> dict[str, RemoteFileDigest]:
+        """Size, mtime and sha256 of `names` in one remote folder, with one remote command."""
+        return self.session.file_digests(folder, names)
 
     def remove(self, remote: str) -> None:
         self.session.remove(remote)

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from oct_assets.resources.ssh import ClusterError, CommandResult, RemoteFileNotFoundError
+from oct_assets.resources.errors import ClusterError, RemoteFileNotFoundError
+from oct_assets.resources.types import CommandResult
 
 logger = logging.getLogger(__name__)
 
