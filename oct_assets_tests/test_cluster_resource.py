@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -373,6 +374,22 @@ def test_factory_reads_nothing_until_used(no_cluster_env: pytest.MonkeyPatch) ->
 def test_project_definitions_load_without_cluster_env(no_cluster_env: pytest.MonkeyPatch) -> None:
     module = importlib.import_module("oct_assets.definitions")
     assert isinstance(module.defs, dg.Definitions)
+
+
+def test_definitions_load_imports_neither_torch_nor_paramiko() -> None:
+    """paramiko (with cryptography) loads with the first SSH session, torch inside the assets."""
+    code = (
+        "import sys, oct_assets.definitions\n"
+        "heavy = ('torch', 'paramiko')\n"
+        "print(*[m for m in heavy if m in sys.modules], sep=',')\n"
+        "from oct_assets.resources.cluster import ClusterResource\n"
+        "ClusterResource(host='h', username='u', remote_dir='/r', allow_agent=True).session\n"
+        "print(*[m for m in heavy if m in sys.modules], sep=',')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    at_load, after_session = out.stdout.splitlines()
+    assert at_load == ""
+    assert after_session == "paramiko"  # the check sees a module once it is loaded
 
 
 def test_step_fails_at_start_naming_the_missing_variables(
