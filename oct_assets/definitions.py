@@ -16,7 +16,7 @@ from oct_assets.checks import (
 from oct_assets.io_manager import LatestArtifactIOManager
 from oct_assets.resources.cluster import cluster_resource_from_env
 from oct_assets.resources.training import TrainingEnvironment
-from oct_assets.sensors import automation_sensor, new_images_sensor
+from oct_assets.sensors import automation_sensor, cluster_model_sensor, new_images_sensor
 
 local_assets = [raw_oct_images, reduced_sample, trained_model, predictions]
 cluster_assets = [cluster_model, cluster_predictions]
@@ -46,7 +46,7 @@ defs = Definitions(
     assets=[*local_assets, *cluster_assets],
     asset_checks=[*local_checks, *cluster_checks],
     jobs=[local_graph_job, cluster_job],
-    sensors=[new_images_sensor, automation_sensor],
+    sensors=[new_images_sensor, automation_sensor, cluster_model_sensor],
     resources={
         "io_manager": LatestArtifactIOManager(),
         "pipes_subprocess_client": PipesSubprocessClient(),

@@ -278,9 +278,11 @@ class ClusterResource(dg.ConfigurableResource):
     def sha256(self, remote: str) -> str:
         return self.session.sha256(remote)
 
-    def file_digests(self, folder: str, names: Sequence[str]) -> dict[str, RemoteFileDigest]:
+    def file_digests(
+        self, folder: str, names: Sequence[str], *, timeout: float | None = None
+    ) -> dict[str, RemoteFileDigest]:
         """Size, mtime and sha256 of `names` in one remote folder, with one remote command."""
-        return self.session.file_digests(folder, names)
+        return self.session.file_digests(folder, names, timeout=timeout or self.command_timeout_s)
 
     def remove(self, remote: str) -> None:
         self.session.remove(remote)

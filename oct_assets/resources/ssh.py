@@ -402,7 +402,9 @@ class SSHSession:
         result = self.run(f"sha256sum -- {shlex.quote(target)}")
         return sha256_from_result(self.settings.host, result, target)
 
-    def file_digests(self, folder: str, names: Sequence[str]) -> dict[str, RemoteFileDigest]:
+    def file_digests(
+        self, folder: str, names: Sequence[str], *, timeout: float | None = None
+    ) -> dict[str, RemoteFileDigest]:
         """Size, mtime and sha256 of files in one remote folder, with one remote command.
 
         A missing folder or file raises `RemoteFileNotFoundError` naming it (found with SFTP
@@ -412,7 +414,8 @@ class SSHSession:
         quoted = " ".join(shlex.quote(name) for name in names)
         result = self.run(
             f"cd -- {shlex.quote(target)} && stat -L -c '%s %Y' -- {quoted}"
-            f" && sha256sum -- {quoted}"
+            f" && sha256sum -- {quoted}",
+            timeout=timeout,
         )
         lines = result.stdout.splitlines()
         digests = parse_sha256sum("\n".join(lines[len(names) :]))
