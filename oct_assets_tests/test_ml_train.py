@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,3 +124,18 @@ def test_cli_bad_config_is_one_line_error(tiny_sample, tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: unknown TrainConfig key(s): colour"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"fit": "band"}, {"fit": "crop", "pool_power": 4.0}, {"mixup": 0.4}],
+)
+def test_options_train(tiny_sample, tiny_config, tmp_path, options):
+    metrics = train(tiny_sample, tmp_path / "m", replace(tiny_config, **options), tmp_path / "c")
+    assert metrics["epochs_run"] == 2 and np.isfinite(metrics["train_loss"])
+
+
+def test_thread_count_is_restored(tiny_sample, tiny_config, tmp_path):
+    before = torch.get_num_threads()
+    train(tiny_sample, tmp_path / "m", replace(tiny_config, threads=1), tmp_path / "c")
+    assert torch.get_num_threads() == before

@@ -213,6 +213,11 @@ def _fit(
                     loss = loss + (1 - lam) * F.cross_entropy(
                         logits.float(), y[partner], label_smoothing=config.label_smoothing
                     )
+            if not torch.isfinite(loss):
+                raise OctMLError(
+                    f"training diverged (loss {loss.item()}) in epoch {epoch}; "
+                    f"lower TrainConfig.learning_rate (now {config.learning_rate})"
+                )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

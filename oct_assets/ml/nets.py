@@ -3,6 +3,8 @@ map is just the classifier's weights applied to the last feature maps (`features
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -46,9 +48,15 @@ class CompactNet(nn.Module):
         if self.pool_power == 1.0:
             pooled = f.mean(dim=(2, 3))
         else:  # generalised mean: leans toward the max, so one small lesion still counts
-            p = self.pool_power
-            pooled = f.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+            pooled = generalised_mean(f, self.pool_power)
         return self.classifier(self.dropout(pooled))
+
+
+def generalised_mean(f: Tensor, p: float) -> Tensor:
+    """(mean f^p)^(1/p) over H, W, computed in log space: the direct form underflows to 0
+    for small activations at large p, and its gradient there is infinite."""
+    logf = f.clamp(min=1e-6).log().flatten(2)
+    return ((torch.logsumexp(p * logf, dim=2) - math.log(logf.shape[2])) / p).exp()
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
