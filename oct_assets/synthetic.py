@@ -96,8 +96,8 @@ def render_bscan(label: str, anatomy: dict[str, float], rng: np.random.Generator
         pit *= 0.2
     if label == "DRUSEN":
         bumps = np.zeros_like(x)
-        for _ in range(rng.integers(4, 8)):
-            c, w, h = rng.uniform(-0.7, 0.7), rng.uniform(0.03, 0.07), rng.uniform(10, 22)
+        for _ in range(rng.integers(5, 9)):
+            c, w, h = rng.uniform(-0.7, 0.7), rng.uniform(0.035, 0.07), rng.uniform(14, 28)
             bumps += h * np.exp(-(((u - c) / w) ** 2))
         rpe = rpe - bumps
     top = rpe - thickness + pit
