@@ -329,8 +329,9 @@ def download(
             os.replace(tmp, local)
             _fsync_dir(local.parent)
         finally:
-            checksum.close()
+            # Unlink first: closing the checksum channel raises EOFError on a dropped connection.
             tmp.unlink(missing_ok=True)
+            checksum.close()
         return TransferResult(source, str(local), size, expected, time.monotonic() - started)
 
     result = session.retrying(f"download of {source}", op)
