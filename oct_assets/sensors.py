@@ -34,7 +34,7 @@ from dagster import (
     sensor,
 )
 
-from oct_assets.assets.cluster import MODEL_FILES
+from oct_assets.assets.cluster import MODEL_FILES, model_content_hash
 from oct_assets.constants import SPLITS, images_dir
 from oct_assets.resources.cluster import (
     ClusterAuthError,
@@ -169,12 +169,6 @@ DEFAULT_CLUSTER_MODEL_PATH = "models/latest"  # cluster_model's default remote_m
 CLUSTER_ASSETS = ("cluster_model", "cluster_predictions")
 # Connect and hash within one tick: the daemon gives a sensor 60 s by default.
 CLUSTER_PROBE_TIMEOUT_S = 40.0
-
-
-def model_content_hash(digests: dict[str, str]) -> str:
-    """sha256 over the model files' sha256s in `MODEL_FILES` order: the `content` that
-    `cluster_model` (fetch) records and salts on."""
-    return hashlib.sha256("".join(digests[name] for name in MODEL_FILES).encode()).hexdigest()
 
 
 def _one_line(text: str, limit: int = 300) -> str:

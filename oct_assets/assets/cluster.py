@@ -82,7 +82,7 @@ def _fetch(
 ) -> Output[Artifact]:
     remote = cluster.remote_path(config.remote_model_path)
     sums = {name: cluster.sha256(f"{remote}/{name}") for name in MODEL_FILES}
-    content = hashlib.sha256("".join(sums[n] for n in MODEL_FILES).encode()).hexdigest()
+    content = model_content_hash(sums)
     context.log.info(f"remote model {remote}: content sha256 {content[:16]}")
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -97,6 +97,11 @@ def _fetch(
         build=build,
         describe=describe_cluster_model,
     )
+
+
+def model_content_hash(digests: dict[str, str]) -> str:
+    """sha256 over the model files' sha256s: what fetch salts on and the sensor compares."""
+    return hashlib.sha256("".join(digests[name] for name in MODEL_FILES).encode()).hexdigest()
 
 
 def _train(
