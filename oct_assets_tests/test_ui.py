@@ -259,7 +259,11 @@ def test_automation_page_lists_the_sensors(ui: UI) -> None:
     selector = {"repositoryLocationName": "oct_assets", "repositoryName": "__repository__"}
     data = ui.client._execute(SENSORS, {"selector": selector})
     states = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
-    assert states == {"automation_sensor": "RUNNING", "new_images_sensor": "STOPPED"}
+    assert states == {
+        "automation_sensor": "RUNNING",
+        "new_images_sensor": "STOPPED",
+        "cluster_model_sensor": "STOPPED",
+    }
 
 
 def test_screenshots_show_the_graph_and_the_pictures(ui: UI, run_id: str, tmp_path: Path) -> None:
