@@ -22,7 +22,7 @@ class AugmentParams:
     max_zoom: float = 0.10  # scale in [1 - z, 1 + z]
     max_shift: float = 0.08  # fraction of the side
     max_rotate_deg: float = 8.0
-    max_stretch: float = 0.0  # extra horizontal scale in [exp(-s), exp(s)]: other fields of view
+    max_stretch: float = 0.2  # extra horizontal scale in [exp(-s), exp(s)]: other fields of view
     max_gamma: float = 0.3  # gamma in [exp(-g), exp(g)]
     max_contrast: float = 0.2
     max_brightness: float = 0.08

@@ -129,10 +129,13 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
         raise ValueError(f"TrainConfig.{name} must be one of {', '.join(valid)}; got {value!r}")
 
 
-# Recipe for the real OCT2017 scans; chosen on a patient-split validation of the train split.
+# Recipe for real OCT2017 scans, chosen by 3-fold patient-split cross-validation on the
+# 348 train images only (the test split was not used to choose): a retina-centred band at 192 px, a 6-stage compact net with generalised-mean
+# pooling (small cysts and drusen are not averaged away), 40 epochs, flip TTA. All train
+# images are used; the schedule ends at a low learning rate, so the last epoch is kept.
 REAL_DATA_DEFAULTS: dict[str, Any] = {
     "architecture": "compact",
-    "epochs": 30,
+    "epochs": 40,
     "image_size": 192,
     "batch_size": 32,
     "learning_rate": 3e-3,
@@ -140,9 +143,10 @@ REAL_DATA_DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.0,
     "label_smoothing": 0.1,
     "width": 16,
-    "blocks": 5,
+    "blocks": 6,
     "dropout": 0.2,
-    "fit": "crop",
+    "pool_power": 8.0,
+    "fit": "band",
     "augment": True,
     "tta_flip": True,
 }
