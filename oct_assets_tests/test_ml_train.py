@@ -128,7 +128,7 @@ def test_cli_bad_config_is_one_line_error(tiny_sample, tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"fit": "band"}, {"fit": "crop", "pool_power": 4.0}, {"mixup": 0.4}],
+    [{"fit": "band"}, {"fit": "crop", "pool_power": 4.0}, {"blocks": 2, "augment": False}],
 )
 def test_options_train(tiny_sample, tiny_config, tmp_path, options):
     metrics = train(tiny_sample, tmp_path / "m", replace(tiny_config, **options), tmp_path / "c")

@@ -33,8 +33,6 @@ class TrainConfig:
             0 disables validation and keeps the last epoch.
         patience: epochs without a better validation score before stopping; 0 never stops.
         label_smoothing: cross-entropy label smoothing.
-        mixup: Beta(a, a) parameter of mixup (blend pairs of images and their labels);
-            0 disables it.
         width: channel count of the compact net's first block (doubles per block, capped at 8x).
         blocks: number of conv blocks of the compact net (each halves the resolution).
         dropout: dropout before the classifier.
@@ -63,7 +61,6 @@ class TrainConfig:
     val_fraction: float = 0.15
     patience: int = 0
     label_smoothing: float = 0.05
-    mixup: float = 0.0
     width: int = 16
     blocks: int = 4
     dropout: float = 0.1
@@ -96,8 +93,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.pool_power must be >= 1, got {self.pool_power}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if not self.mixup >= 0:
-            raise ValueError(f"TrainConfig.mixup must be >= 0, got {self.mixup}")
         if not self.weight_decay >= 0:
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("val_fraction", "label_smoothing", "dropout"):
@@ -130,9 +125,10 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 # Recipe for real OCT2017 scans, chosen by 3-fold patient-split cross-validation on the
-# 348 train images only (the test split was not used to choose): a retina-centred band at 192 px, a 6-stage compact net with generalised-mean
-# pooling (small cysts and drusen are not averaged away), 40 epochs, flip TTA. All train
-# images are used; the schedule ends at a low learning rate, so the last epoch is kept.
+# 348 train images only (the test split was not used to choose): a retina-centred band at
+# 192 px, a 6-stage compact net with generalised-mean pooling (small cysts and drusen are
+# not averaged away), 40 epochs, flip TTA. All train images are used; the schedule ends at
+# a low learning rate, so the last epoch is kept.
 REAL_DATA_DEFAULTS: dict[str, Any] = {
     "architecture": "compact",
     "epochs": 40,

@@ -130,21 +130,23 @@ def patient_split(
     if fraction <= 0:
         return np.sort(indices), np.empty(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    patients = sorted(set(sample.patients[indices].tolist()))
-    rows_of = {p: indices[sample.patients[indices] == p] for p in patients}
-    main_label = {p: int(np.bincount(sample.labels[r]).argmax()) for p, r in rows_of.items()}
+    indices = np.sort(indices)
+    patients, owner = np.unique(sample.patients[indices], return_inverse=True)  # sorted ids
+    order = np.argsort(owner, kind="stable")
+    rows_of = np.split(indices[order], np.cumsum(np.bincount(owner))[:-1])
+    main_label = [int(np.bincount(sample.labels[r]).argmax()) for r in rows_of]
     val: list[np.ndarray] = []
     for c in range(len(sample.classes)):
-        group = [p for p in patients if main_label[p] == c]
+        group = [k for k in range(len(patients)) if main_label[k] == c]
         if len(group) < 2:
             continue  # a lone patient must stay in the fit set or the class is never learnt
-        target = fraction * sum(len(rows_of[p]) for p in group)
+        target = fraction * sum(len(rows_of[k]) for k in group)
         taken = 0
-        for k in rng.permutation(len(group))[: len(group) - 1]:
+        for k in rng.permutation(group)[: len(group) - 1]:
             if taken >= target:
                 break
-            val.append(rows_of[group[k]])
-            taken += len(rows_of[group[k]])
+            val.append(rows_of[k])
+            taken += len(rows_of[k])
     val_rows = np.sort(np.concatenate(val)) if val else np.empty(0, dtype=np.int64)
     fit_rows = np.setdiff1d(indices, val_rows)
     return fit_rows, val_rows

@@ -199,20 +199,9 @@ def _fit(
             if config.augment:
                 x = augment(x, gen)
             x, y = _to_device(x, device), labels[rows].to(device)
-            lam, partner = 1.0, None
-            if config.mixup:
-                lam = float(rng.beta(config.mixup, config.mixup))
-                partner = torch.randperm(len(rows), generator=gen).to(device)
-                x = lam * x + (1 - lam) * x[partner]
             with _autocast(device):
                 logits = net(x)
-                loss = lam * F.cross_entropy(
-                    logits.float(), y, label_smoothing=config.label_smoothing
-                )
-                if partner is not None:
-                    loss = loss + (1 - lam) * F.cross_entropy(
-                        logits.float(), y[partner], label_smoothing=config.label_smoothing
-                    )
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
                 raise OctMLError(
                     f"training diverged (loss {loss.item()}) in epoch {epoch}; "
