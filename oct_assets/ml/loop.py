@@ -195,9 +195,9 @@ def _fit(
         loss_sum, correct = 0.0, 0
         for step in range(steps_per_epoch):
             rows = np.sort(order[step * bs : (step + 1) * bs])  # sorted: sequential cache reads
-            x = reader(rows)
+            x = reader(rows).to(device, non_blocking=True)
             if config.augment:
-                x = augment(x, gen)
+                x = augment(x, gen)  # on the device; its random draws stay on the CPU
             x, y = _to_device(x, device), labels[rows].to(device)
             with _autocast(device):
                 logits = net(x)
