@@ -57,10 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.sizes:
             sample = resample(source, work / f"sample{n}", n, f"bench-memory-{n}")
             proc = subprocess.run(
-                [sys.executable, __file__, "--image-size", str(args.image_size),
-                 "--child", str(sample), str(work / f"model{n}")],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    "--image-size",
+                    str(args.image_size),
+                    "--child",
+                    str(sample),
+                    str(work / f"model{n}"),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if proc.returncode:
                 print(proc.stderr, file=sys.stderr)
                 return proc.returncode

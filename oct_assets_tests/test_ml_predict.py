@@ -26,9 +26,15 @@ def trained(tiny_sample, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("model")
     config = TrainConfig(
-        epochs=6, image_size=32, batch_size=8, width=4, blocks=3, decode_workers=1,
-        val_fraction=0.0, tta_flip=True,
-    )  # fmt: skip
+        epochs=6,
+        image_size=32,
+        batch_size=8,
+        width=4,
+        blocks=3,
+        decode_workers=1,
+        val_fraction=0.0,
+        tta_flip=True,
+    )
     train(tiny_sample, root / "model", config, cache_dir=root / "cache")
     return root
 
@@ -89,6 +95,10 @@ def test_classification_metrics_by_hand():
     m = classification_metrics(true, pred, ["a", "b", "c"])
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 1], [0, 0, 1]]
     assert m["accuracy"] == round(4 / 6, 5)
-    assert m["per_class"]["b"] == {"precision": 0.66667, "recall": 0.66667, "f1": 0.66667,
-                                   "support": 3}  # fmt: skip
+    assert m["per_class"]["b"] == {
+        "precision": 0.66667,
+        "recall": 0.66667,
+        "f1": 0.66667,
+        "support": 3,
+    }
     assert m["macro_f1"] == round((2 / 3 + 2 / 3 + 2 / 3) / 3, 5)

@@ -88,9 +88,14 @@ def test_too_small_image_size_names_setting_and_minimum(
 
 def test_seed_architecture_on_seed_data_path(tiny_sample, tiny_config, tmp_path):
     config = replace(
-        tiny_config, architecture="seed", data_path="seed", image_size=32, epochs=1,
-        batch_size=16, val_fraction=0.0,
-    )  # fmt: skip
+        tiny_config,
+        architecture="seed",
+        data_path="seed",
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        val_fraction=0.0,
+    )
     metrics = train(tiny_sample, tmp_path / "m", config, tmp_path / "cache")
     state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
     assert state["body.0.weight"].shape == (64, 3, 3, 3)
@@ -101,17 +106,28 @@ def test_seed_architecture_on_seed_data_path(tiny_sample, tiny_config, tmp_path)
 def _cli(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "oct_assets.ml.train", *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_end_to_end(tiny_sample, tiny_config, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(tiny_config.to_dict()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
     proc = _cli(
-        "--sample", tiny_sample, "--out", tmp_path / "m", "--config", tmp_path / "config.json",
-        "--cache-dir", tmp_path / "cache", env=env,
-    )  # fmt: skip
+        "--sample",
+        tiny_sample,
+        "--out",
+        tmp_path / "m",
+        "--config",
+        tmp_path / "config.json",
+        "--cache-dir",
+        tmp_path / "cache",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert '"epoch": 2' in proc.stderr  # per-epoch progress is logged
     assert json.loads((tmp_path / "m" / "model.json").read_text())["epochs_run"] == 2

@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +124,14 @@ def decoded_images(
     finally:
         tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
-    index = {"fingerprint": fingerprint, "n": len(sample), "size": size, "fit": fit,
-             "salt": sample.salt, "decode_seconds": round(seconds, 3)}  # fmt: skip
+    index = {
+        "fingerprint": fingerprint,
+        "n": len(sample),
+        "size": size,
+        "fit": fit,
+        "salt": sample.salt,
+        "decode_seconds": round(seconds, 3),
+    }
     write_bytes(index_path, json.dumps(index, indent=2).encode())
     log.info("decoded %d images at %dpx into %s in %.1fs", len(sample), size, data_path, seconds)
     return DecodedImages(data_path, len(sample), size)
@@ -161,8 +168,18 @@ def _fill(target: Path, sample: Sample, size: int, fit: str, workers: int) -> No
             if not future.cancel():
                 break  # a worker has it, and every chunk before it
             decode(rows)
-        for future in futures:
-            if not future.cancelled():
+        broken = False
+        for rows, future in zip(chunks, futures, strict=True):
+            if future.cancelled():
+                continue
+            try:
                 future.result()  # re-raises ImageDecodeError naming the path
+            except BrokenProcessPool:
+                # A worker could not start (e.g. the caller's __main__ cannot be re-imported,
+                # as for `python - < script`): decode the rest here rather than fail.
+                if not broken:
+                    log.warning("decode workers died; decoding the rest in this process")
+                broken = True
+                decode(rows)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

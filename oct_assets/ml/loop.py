@@ -83,9 +83,13 @@ class BatchReader:
 
 
 def predict_logits(
-    net: nn.Module, reader: BatchReader, rows: np.ndarray, device: torch.device,
-    batch_size: int, tta_flip: bool,
-) -> Tensor:  # fmt: skip
+    net: nn.Module,
+    reader: BatchReader,
+    rows: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    tta_flip: bool,
+) -> Tensor:
     """Eval-mode logits for rows (in the given order), optionally averaged with the mirror."""
     net.eval()
     out = []
@@ -167,20 +171,27 @@ def train_model(
 
 
 def _fit(
-    net: nn.Module, reader: BatchReader, sample: Sample, fit_rows: np.ndarray,
-    val_rows: np.ndarray, config: TrainConfig, device: torch.device,
+    net: nn.Module,
+    reader: BatchReader,
+    sample: Sample,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
     on_epoch: Callable[[dict], None] | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     net.to(device, memory_format=torch.channels_last)  # faster oneDNN/cuDNN kernels
     decay = [p for n, p in net.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in net.named_parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=config.learning_rate,
-    )  # fmt: skip
+    )
     bs = min(config.batch_size, len(fit_rows))
     steps_per_epoch = len(fit_rows) // bs  # drop the ragged last batch: BatchNorm needs > 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(config.epochs * steps_per_epoch))

@@ -23,9 +23,13 @@ class CompactNet(nn.Module):
     in_channels = 1
 
     def __init__(
-        self, n_classes: int, width: int = 16, blocks: int = 4, dropout: float = 0.1,
+        self,
+        n_classes: int,
+        width: int = 16,
+        blocks: int = 4,
+        dropout: float = 0.1,
         pool_power: float = 1.0,
-    ):  # fmt: skip
+    ):
         super().__init__()
         self.pool_power = pool_power
         layers: list[nn.Module] = [*_conv_bn_relu(1, width, stride=2)]
@@ -82,12 +86,22 @@ class SeedNet(nn.Module):
         super().__init__()
         relu = nn.ReLU
         self.body = nn.Sequential(
-            nn.Conv2d(3, 64, 3), relu(), nn.Conv2d(64, 64, 3), relu(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 64, 3),
+            relu(),
+            nn.Conv2d(64, 64, 3),
+            relu(),
+            nn.MaxPool2d(2),
             nn.Dropout(dropout),
-            nn.Conv2d(64, 128, 3), relu(), nn.Conv2d(128, 128, 3), relu(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3),
+            relu(),
+            nn.Conv2d(128, 128, 3),
+            relu(),
+            nn.MaxPool2d(2),
             nn.Dropout(dropout),
-            nn.Conv2d(128, 256, 3), relu(), nn.BatchNorm2d(256, eps=1e-3, momentum=0.01),
-        )  # fmt: skip
+            nn.Conv2d(128, 256, 3),
+            relu(),
+            nn.BatchNorm2d(256, eps=1e-3, momentum=0.01),
+        )
         self.classifier = nn.Linear(256, n_classes)
 
     def features(self, x: Tensor) -> Tensor:

@@ -52,10 +52,20 @@ def confusion_matrix_png(metrics: dict[str, Any]) -> bytes:
             ink = "white" if share[i, j] > 0.55 else "black"
             centre = (x0 + CELL / 2, y0 + CELL / 2)
             draw.text(centre, str(cm[i, j]), fill=ink, font=font, anchor="mm")
-        draw.text((margin - 8, margin + (i + 0.5) * CELL), classes[i], fill="black", font=font,
-                  anchor="rm")  # fmt: skip
-        draw.text((margin + (i + 0.5) * CELL, margin - 8), classes[i], fill="black", font=font,
-                  anchor="mb")  # fmt: skip
+        draw.text(
+            (margin - 8, margin + (i + 0.5) * CELL),
+            classes[i],
+            fill="black",
+            font=font,
+            anchor="rm",
+        )
+        draw.text(
+            (margin + (i + 0.5) * CELL, margin - 8),
+            classes[i],
+            fill="black",
+            font=font,
+            anchor="mb",
+        )
     draw.text((margin + n * CELL / 2, 22), "predicted", fill="black", font=font, anchor="mm")
     draw.text((8, margin - 30), "true", fill="black", font=font)
     summary = f"accuracy {metrics['accuracy']:.3f}   macro F1 {metrics['macro_f1']:.3f}"

@@ -164,9 +164,14 @@ def _cam_examples(true: np.ndarray, pred: np.ndarray, probs: np.ndarray, n: int)
 
 
 def _write_predictions(
-    path: Path, sample: Sample, rows: np.ndarray, true: np.ndarray, pred: np.ndarray,
-    probs: np.ndarray, classes: list[str],
-) -> None:  # fmt: skip
+    path: Path,
+    sample: Sample,
+    rows: np.ndarray,
+    true: np.ndarray,
+    pred: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+) -> None:
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     w.writerow(["file", "true_class", "predicted_class", *classes])
