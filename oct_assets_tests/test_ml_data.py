@@ -1,6 +1,8 @@
 """Sample reading, patient split and the decode cache."""
 
 import json
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +117,26 @@ def test_band_fit_centres_the_retina(tmp_path):
     out = decode_gray(tmp_path / "scan.jpeg", 64, "band").astype(float)
     bright_row = out.mean(axis=1).argmax() / 64
     assert abs(bright_row - BAND_RPE_AT) < 0.08
+
+
+def test_fill_survives_workers_that_cannot_start(tiny_sample, tmp_path, monkeypatch):
+    class DeadPool:  # what a spawn pool does when the caller's __main__ cannot be re-imported
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, *args, **kwargs):
+            future = Future()
+            future.set_running_or_notify_cancel()
+            future.set_exception(BrokenProcessPool("worker died at start-up"))
+            return future
+
+        def shutdown(self, **kwargs):
+            pass
+
+    sample = read_sample(tiny_sample)
+    monkeypatch.setattr(cache, "CHUNK", 8)
+    monkeypatch.setattr(cache, "ProcessPoolExecutor", DeadPool)
+    rescued = decoded_images(sample, 16, "crop", tmp_path / "a", workers=2)
+    serial = decoded_images(sample, 16, "crop", tmp_path / "b", workers=1)
+    rows = np.arange(len(sample))
+    assert np.array_equal(rescued.read(rows), serial.read(rows))
