@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -37,7 +38,7 @@ def default_cache_dir(sample_dir: Path) -> Path:
 
 
 def _decode_into(target: str, rows: list[int], paths: list[str], size: int, fit: str) -> int:
-    """Worker task (top level so spawned processes can import it): decode and pwrite rows."""
+    """Decode rows and pwrite them into `target` at their offsets."""
     fd = os.open(target, os.O_WRONLY)
     try:
         for row, path in zip(rows, paths, strict=True):
@@ -45,6 +46,29 @@ def _decode_into(target: str, rows: list[int], paths: list[str], size: int, fit:
     finally:
         os.close(fd)
     return len(rows)
+
+
+def _claim(claims: str, k: int) -> bool:
+    """Take chunk k unless another process has: an O_EXCL marker file is an atomic claim.
+
+    Files rather than a shared-memory lock, so that a worker still starting up after the
+    fill has finished (and removed `claims`) just finds nothing to do.
+    """
+    try:
+        os.close(os.open(os.path.join(claims, str(k)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except (FileExistsError, FileNotFoundError):
+        return False
+    return True
+
+
+def _decode_chunk(
+    target: str, claims: str, k: int, rows: list[int], paths: list[str], size: int, fit: str
+) -> bool:
+    """Worker task (top level, so spawned processes can import it): chunk k, if still free."""
+    if not _claim(claims, k):
+        return False
+    _decode_into(target, rows, paths, size, fit)
+    return True
 
 
 class DecodedImages:
@@ -140,46 +164,52 @@ def decoded_images(
 def _fill(target: Path, sample: Sample, size: int, fit: str, workers: int) -> None:
     """Decode every row into `target`, with `workers` processes in all (this one included).
 
-    Chunks are queued to workers - 1 spawned processes while this process decodes from the
-    back of the queue, taking every chunk no worker has started: nothing idles while the
-    workers start up (~0.15 s each), which matters for small samples.
+    Every chunk is queued to workers - 1 spawned processes, and this process meanwhile takes
+    chunks from the back. A chunk goes to whoever claims it first (marker files), so this
+    process never waits for a worker that is still starting up (~0.2 s, more when the
+    caller's __main__ is heavy to re-import), and small samples are not slowed by the pool.
     """
     n = len(sample)
     workers = workers or os.cpu_count() or 1
-    paths = [str(sample.path(i)) for i in range(n)]
     chunks = [list(range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
+    paths = [[str(sample.path(r)) for r in rows] for rows in chunks]
 
-    def decode(rows: list[int]) -> int:
-        return _decode_into(str(target), rows, [paths[r] for r in rows], size, fit)
+    def decode(k: int) -> int:
+        return _decode_into(str(target), chunks[k], paths[k], size, fit)
 
     if workers == 1 or len(chunks) == 1:
-        for rows in chunks:
-            decode(rows)
+        for k in range(len(chunks)):
+            decode(k)
         return
     # spawn: never fork a process whose torch/OpenMP threads may hold locks.
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(min(workers - 1, len(chunks) - 1), mp_context=ctx)
+    claims = Path(f"{target}.claims")
+    claims.mkdir()
+    pool = ProcessPoolExecutor(min(workers - 1, len(chunks) - 1), ctx)
     try:
         futures = [
-            pool.submit(_decode_into, str(target), rows, [paths[r] for r in rows], size, fit)
-            for rows in chunks
+            pool.submit(_decode_chunk, str(target), str(claims), k, rows, paths[k], size, fit)
+            for k, rows in enumerate(chunks)
         ]
-        for rows, future in zip(reversed(chunks), reversed(futures), strict=True):
-            if not future.cancel():
-                break  # a worker has it, and every chunk before it
-            decode(rows)
+        mine = set()
+        for k in reversed(range(len(chunks))):
+            if _claim(str(claims), k):
+                decode(k)
+                mine.add(k)
         broken = False
-        for rows, future in zip(chunks, futures, strict=True):
-            if future.cancelled():
-                continue
+        for k, future in enumerate(futures):
+            if k in mine:
+                continue  # its future finds the chunk taken, whenever a worker gets to it
             try:
                 future.result()  # re-raises ImageDecodeError naming the path
             except BrokenProcessPool:
-                # A worker could not start (e.g. the caller's __main__ cannot be re-imported,
-                # as for `python - < script`): decode the rest here rather than fail.
+                # A worker died, e.g. the caller's __main__ cannot be re-imported (as for
+                # `python - < script`): decode its chunk here rather than fail.
                 if not broken:
                     log.warning("decode workers died; decoding the rest in this process")
                 broken = True
-                decode(rows)
+                decode(k)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Every chunk is written; workers still starting find nothing left and exit.
+        pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(claims, ignore_errors=True)
