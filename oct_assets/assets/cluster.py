@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Config, Output, asset
 from pydantic import Field
 
 from oct_assets.artifact import Artifact
@@ -243,5 +243,4 @@ def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     for key in ("content", "job_id", "slurm_state", "job_log", "job"):
         if key in s:
             meta[key] = s[key]
-    meta["model_json"] = MetadataValue.json(s["model"])
     return meta

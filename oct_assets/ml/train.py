@@ -30,16 +30,8 @@ def train(
     cache_dir: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Train on the sample's train split and write out_dir/model.pt and out_dir/model.json.
-
-    model.pt is a plain state_dict (bit-identical for the same config, sample and machine);
-    model.json records classes, input geometry, config, metrics and timings. Validation
-    holds out whole patients; the best validation epoch's weights are kept (the last epoch
-    when val_fraction is 0). Returns the metrics dict.
-
-    Raises:
-        OctMLError: empty class, undecodable image, bad image size or architecture.
-    """
+    """`loop.train_model` (see there), imported on call so spawned decode workers that
+    re-import this module stay free of torch."""
     from oct_assets.ml.loop import train_model
 
     return train_model(Path(sample_dir), Path(out_dir), config, cache_dir, on_epoch)
