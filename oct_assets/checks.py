@@ -30,14 +30,13 @@ from pydantic import Field
 
 from oct_assets.artifact import Artifact
 from oct_assets.constants import CLASSES, SPLITS
+from oct_assets.image_files import header_problem
 from oct_assets.salt import read_manifest, salted_dir
 
 RAW = AssetKey("raw_oct_images")
 SAMPLE = AssetKey("reduced_sample")
 MIN_CLASS_RATIO = 0.1  # smallest class / largest class per split; Kermany's train split: 0.23
 SHOWN = 50  # at most this many offenders are listed in metadata and descriptions
-JPEG_END = b"\xff\xd9"
-JPEG_TAIL_BYTES = 1024  # the end-of-image marker must lie within the file's last KiB
 
 
 def _listing(title: str, items: Sequence[str]) -> MetadataValue:
@@ -58,41 +57,13 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------- raw_oct_images
 
 
-def image_header_problem(path: Path) -> str | None:
-    """None if `path` has a readable image header (and, for JPEG, an end marker), else why.
-
-    Reads the header and the last KiB only, so it is cheap on the full release yet catches
-    empty, non-image and truncated files.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return "empty file (0 bytes)"
-        with open(path, "rb") as f:
-            with Image.open(f) as img:
-                img_format = img.format
-            if img_format == "JPEG":
-                f.seek(max(0, size - JPEG_TAIL_BYTES))
-                if JPEG_END not in f.read():
-                    return "truncated: no JPEG end-of-image marker"
-    except FileNotFoundError:
-        return "missing (deleted since the scan)"
-    except UnidentifiedImageError:
-        return "not an image"
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"unreadable header ({exc})"
-    return None
-
-
 @asset_check(asset=RAW, name="images_readable")
 def images_readable(raw_oct_images: Artifact) -> AssetCheckResult:
     """Every image in the manifest has a readable header and, for JPEG, an end marker."""
     root = Path(_summary(raw_oct_images)["root"])
     paths = [row["path"] for row in _read_csv(raw_oct_images.path / "manifest.csv")]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        problems = pool.map(lambda rel: image_header_problem(root / rel), paths)
+        problems = pool.map(lambda rel: header_problem(root / rel), paths)
         bad = [f"{root / rel}: {why}" for rel, why in zip(paths, problems, strict=True) if why]
     metadata: dict[str, Any] = {"images_checked": len(paths), "unreadable": len(bad)}
     if bad:

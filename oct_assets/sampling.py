@@ -11,9 +11,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from oct_assets.constants import CLASSES
+from oct_assets.image_files import decode_problem
 from oct_assets.scan import ImageRecord
 
 IMAGES_CSV = "images.csv"
@@ -82,7 +81,10 @@ def check_images(root: Path, records: list[ImageRecord], workers: int = 8) -> No
     reads the whole stream and catches zero-byte, truncated and non-image files.
     """
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = [p for p in pool.map(lambda r: _image_problem(root / r.path), records) if p]
+        reasons = pool.map(lambda r: decode_problem(root / r.path), records)
+        problems = [
+            f"{root / r.path}: {why}" for r, why in zip(records, reasons, strict=True) if why
+        ]
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -90,21 +92,6 @@ def check_images(root: Path, records: list[ImageRecord], workers: int = 8) -> No
             f"{len(problems)} unusable image(s) under {root}; remove or replace them:\n"
             f"{shown}{more}"
         )
-
-
-def _image_problem(path: Path) -> str | None:
-    """None if `path` decodes as an image, else '<path>: <reason>'."""
-    try:
-        if path.stat().st_size == 0:
-            return f"{path}: empty file (0 bytes)"
-        with Image.open(path) as img:
-            img.draft("L", (img.width // 8, img.height // 8))
-            img.load()
-    except UnidentifiedImageError:
-        return f"{path}: not an image"
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"{path}: cannot decode ({exc})"
-    return None
 
 
 def link_sample(root: Path, records: list[ImageRecord], dest: Path) -> str:
