@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -68,16 +69,51 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _tmp_tag(pid: int | None = None) -> str:
+    """Marks a temporary build folder with its builder's host and pid, so that leftovers of
+    dead builders can be told from builds still running (also on a shared file system)."""
+    return f".tmp-{socket.gethostname()}-{os.getpid() if pid is None else pid}-"
+
+
+def sweep_dead_builds(asset_dir: Path) -> list[Path]:
+    """Remove temporary build folders whose builder on this host has died; return them.
+
+    Builders on other hosts are left alone: their liveness cannot be seen from here.
+    """
+    host_tag = _tmp_tag(0)[: -len("0-")]
+    swept = []
+    with os.scandir(asset_dir) as entries:
+        for entry in entries:
+            _, sep, rest = entry.name.partition(host_tag)
+            pid = rest.split("-", 1)[0]
+            if entry.name.startswith(".") and sep and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                swept.append(Path(entry.path))
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, manifest: Mapping[str, Any]) -> Iterator[Path]:
     """Yield a temporary sibling of `final` to fill; on success write the manifest and rename.
 
-    On any exception (a killed run included) the temporary folder is removed, so `final` never
-    exists half-written. If another run completed `final` meanwhile, its folder wins and ours
-    is discarded: both have the same salt, so both hold the same result.
+    On any exception the temporary folder is removed, so `final` never exists half-written;
+    a SIGKILLed build leaves its folder behind, and the next build of the asset sweeps it.
+    If another run completed `final` meanwhile, its folder wins and ours is discarded: both
+    have the same salt, so both hold the same result.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    sweep_dead_builds(final.parent)
+    tmp = final.with_name(f".{final.name}{_tmp_tag()}{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         yield tmp

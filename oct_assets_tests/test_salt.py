@@ -88,4 +88,11 @@ def test_killed_writer_leaves_no_complete_looking_folder(tmp_path: Path) -> None
     assert not final.exists()
     assert not is_complete(final)
     leftovers = list(final.parent.iterdir())
-    assert all(p.name.startswith(".") and not is_complete(p) for p in leftovers)
+    assert leftovers and all(p.name.startswith(".") and not is_complete(p) for p in leftovers)
+
+    # The next build of the asset sweeps the dead builder's folder, not a live builder's.
+    with atomic_dir(final.parent / "other", {}) as live:
+        with atomic_dir(final, {}) as tmp:
+            (tmp / "whole.bin").write_bytes(b"y")
+        assert live.is_dir()
+    assert sorted(p.name for p in final.parent.iterdir()) == ["other", "salt"]
