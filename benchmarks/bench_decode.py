@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from oct_assets.ml.cache import decoded_images
+from oct_assets.ml.config import FITS
 from oct_assets.ml.data import read_sample
 from oct_assets.ml.decode import decode_rgb_float
 from oct_assets_tests.fixtures_ml import bench_source, resample
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=348, help="images to decode (348)")
     parser.add_argument("--size", type=int, default=224, help="decoded square side (224)")
-    parser.add_argument("--fit", default="crop", choices=("crop", "resize", "band"))
+    parser.add_argument("--fit", default="crop", choices=FITS)
     parser.add_argument("--workers", type=int, default=0, help="cache-fill processes, 0 = cores")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from oct_assets.ml import cache
-from oct_assets.ml.cache import decoded_images
+from oct_assets.ml.cache import cache_key, decoded_images
 from oct_assets.ml.data import patient_split, read_sample, require_all_classes
 from oct_assets.ml.decode import BAND_RPE_AT, decode_gray
 from oct_assets.ml.errors import ImageDecodeError, SampleError
@@ -74,8 +74,9 @@ def test_bad_image_is_named(make_sample, content):
 def test_cache_is_filled_once_and_read_without_decoding(tiny_sample, tmp_path, monkeypatch):
     sample = read_sample(tiny_sample)
     cold = decoded_images(sample, 24, "resize", tmp_path, workers=1)
-    index = json.loads((tmp_path / "tiny-resize24.json").read_text())
-    assert index["n"] == len(sample) and (tmp_path / "tiny-resize24.u8").stat().st_size == 44 * 576
+    stem = cache_key("tiny", 24, "resize")
+    index = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert index["n"] == len(sample) and (tmp_path / f"{stem}.u8").stat().st_size == 44 * 576
 
     def no_decode(*args, **kwargs):
         raise AssertionError("warm cache decoded a JPEG")
@@ -100,7 +101,7 @@ def test_parallel_fill_matches_serial(tiny_sample, tmp_path, monkeypatch):
 def test_stale_cache_is_rebuilt(tiny_sample, tmp_path):
     sample = read_sample(tiny_sample)
     decoded_images(sample, 16, "resize", tmp_path, workers=1)
-    index_path = tmp_path / "tiny-resize16.json"
+    index_path = tmp_path / f"{cache_key('tiny', 16, 'resize')}.json"
     index = json.loads(index_path.read_text())
     index["fingerprint"] = "other"
     index_path.write_text(json.dumps(index))

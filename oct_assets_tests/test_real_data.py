@@ -50,6 +50,8 @@ def test_real_scans_with_the_preset(data_env: Path, monkeypatch: pytest.MonkeyPa
     print(f"real-data accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
     print(f"confusion matrix (rows = true {metrics['classes']}): {metrics['confusion_matrix']}")
     assert metrics["n_images"] == 115
-    # Measured: 0.948 (seed 0, the preset), 0.957 (seed 1), 0.948 (seed 2); the goal of 0.97 is
-    # not met yet. 0.92 sits below the seed spread and far above a broken recipe (0.25-0.8).
-    assert metrics["accuracy"] >= 0.92
+    # Measured on this split: 0.974 (seed 0, the preset) and 0.957 (seed 1). Another CPU's
+    # kernels round differently, which moves a run as much as another seed would, so the floor
+    # sits below that spread and well above the previous recipe's typical 0.948 minus noise
+    # and a broken recipe (0.25-0.8).
+    assert metrics["accuracy"] >= 0.94

@@ -1,8 +1,9 @@
 """Decode every image of a sample once into a uint8 file; later epochs and runs read only that.
 
-Layout: `<cache_dir>/<salt>-<fit><size>.u8` holds `n * size * size` bytes, row i being
-images.csv row i as a grayscale square; `<salt>-<fit><size>.json` is the index, written
-atomically after the data file is in place, so its presence proves the data file is complete.
+Layout: `<cache_dir>/<salt>-<fit><size>-v<decoder version>.u8` holds `n * size * size` bytes,
+row i being images.csv row i as a grayscale square; the `.json` of the same stem is the index,
+written atomically after the data file is in place, so its presence proves the data file is
+complete.
 Batches are read with `os.pread` rather than through a memmap so that resident memory stays
 flat however large the sample grows (the page cache still serves repeated epochs).
 """
@@ -25,7 +26,7 @@ import numpy as np
 
 from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.data import Sample
-from oct_assets.ml.decode import decode_gray
+from oct_assets.ml.decode import DECODE_VERSION, decode_gray
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ class DecodedImages:
 
 
 def cache_key(salt: str, size: int, fit: str) -> str:
+    """File stem of a cache: the sample's salt, the fit, the size and the decoder's version."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", salt)
-    return f"{safe}-{fit}{size}"
+    return f"{safe}-{fit}{size}-v{DECODE_VERSION}"
 
 
 def decoded_images(

@@ -9,6 +9,7 @@ from PIL import Image
 
 from oct_assets.ml.errors import ImageDecodeError
 
+DECODE_VERSION = 1  # part of the decode cache's key: bump when a decoded image changes
 BAND_HEIGHT = 0.65  # share of the central square kept by fit="band"
 BAND_RPE_AT = 0.62  # where the brightest (RPE) rows land inside the band, from the top
 

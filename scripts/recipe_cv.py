@@ -1,0 +1,124 @@
+"""Score a training recipe on real scans the honest way: every image predicted by a model that
+never saw its patient.
+
+The images of an OCT2017 folder (train and test together) are split into k folds by patient,
+stratified by class; for each fold a model trains on the others and predicts it. The pooled
+accuracy over all images is a far steadier guide than one small test split, which is what a
+recipe should be chosen on. `--official` also trains on the folder's own train split and scores
+its test split, as `test_real_data.py` does. Uses only the public ML entry points (`train`,
+`evaluate`), so it measures exactly what the assets run.
+
+    .venv/bin/python scripts/recipe_cv.py --images ../shared/real_oct/OCT2017 \
+        --set '{"epochs": 60}' --seeds 0,1 --official
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from oct_assets.constants import CLASSES, SPLITS
+from oct_assets.ml.config import real_data_config
+from oct_assets.ml.predict import evaluate
+from oct_assets.ml.train import train
+
+
+def list_images(images: Path) -> list[tuple[str, str, str]]:
+    """(path relative to `images`, class, patient) of every scan, in a fixed order."""
+    rows = []
+    for split in SPLITS:
+        for label in CLASSES:
+            for f in sorted((images / split / label).glob("*.jpeg")):
+                rows.append((f"{split}/{label}/{f.name}", label, f.name.split("-")[1]))
+    return rows
+
+
+def patient_folds(rows: list[tuple[str, str, str]], k: int, seed: int = 123) -> np.ndarray:
+    """Fold number per row: patients dealt round-robin per class (their most common one)."""
+    rng = np.random.default_rng(seed)
+    labels_of: dict[str, list[str]] = {}
+    for _, label, patient in rows:
+        labels_of.setdefault(patient, []).append(label)
+    # most common class; ties go to the first in CLASSES
+    main = {
+        p: max(CLASSES, key=lambda c: (ls.count(c), -CLASSES.index(c)))
+        for p, ls in labels_of.items()
+    }
+    fold_of = {}
+    for label in CLASSES:
+        group = sorted(p for p in main if main[p] == label)
+        for i, p in enumerate(rng.permutation(group)):
+            fold_of[p] = i % k
+    return np.array([fold_of[p] for _, _, p in rows])
+
+
+def write_sample(dest: Path, images: Path, rows: list, splits: list[str]) -> Path:
+    """A sample folder (images.csv + manifest.json, images symlinked) with the given splits."""
+    dest.mkdir(parents=True)
+    lines = [
+        (rel, split, label, patient)
+        for (rel, label, patient), split in zip(rows, splits, strict=True)
+    ]
+    for rel, *_ in lines:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink((images / rel).resolve(), dest / rel)
+    with open(dest / "images.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "split", "label", "patient"])
+        writer.writerows(lines)
+    salt = hashlib.sha256(repr(lines).encode()).hexdigest()[:16]
+    (dest / "manifest.json").write_text(json.dumps({"salt": salt, "classes": list(CLASSES)}))
+    return dest
+
+
+def score(sample: Path, config: dict, work: Path) -> tuple[int, int, float]:
+    """Train on the sample's train split, predict its test split: (right, total, seconds)."""
+    started = time.perf_counter()
+    model = work / "model"
+    train(sample, model, real_data_config(**config), cache_dir=work / "cache")
+    metrics = evaluate(model, sample, work / "predictions", cache_dir=work / "cache")
+    n = metrics["n_images"]
+    return round(metrics["accuracy"] * n), n, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, required=True, help="an OCT2017 folder")
+    parser.add_argument("--set", default="{}", help="JSON overrides of REAL_DATA_DEFAULTS")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--official", action="store_true", help="also score train -> test")
+    args = parser.parse_args()
+    images, overrides = args.images.resolve(), json.loads(args.set)
+    rows = list_images(images)
+    folds = patient_folds(rows, args.folds)
+    print(f"{len(rows)} images, {args.folds} patient folds, recipe overrides {overrides}")
+    with tempfile.TemporaryDirectory(prefix="recipe_cv_") as tmp:
+        work = Path(tmp)
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            config = {**overrides, "seed": seed}
+            right = total = 0
+            for k in range(args.folds):
+                splits = ["test" if f == k else "train" for f in folds]
+                sample = write_sample(work / f"s{seed}f{k}", images, rows, splits)
+                r, n, secs = score(sample, config, work / f"s{seed}f{k}-out")
+                right, total = right + r, total + n
+                print(f"seed {seed} fold {k}: {r}/{n} = {r / n:.4f} ({secs:.0f} s)", flush=True)
+            print(f"seed {seed} pooled: {right}/{total} = {right / total:.4f}", flush=True)
+            if args.official:
+                splits = [rel.split("/", 1)[0] for rel, _, _ in rows]
+                sample = write_sample(work / f"s{seed}off", images, rows, splits)
+                r, n, secs = score(sample, config, work / f"s{seed}off-out")
+                print(f"seed {seed} official test: {r}/{n} = {r / n:.4f} ({secs:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
