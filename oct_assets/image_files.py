@@ -7,6 +7,7 @@ a good file, else a short reason to show after the file's path. PIL loads on fir
 loading the Dagster definitions stays light.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 JPEG_END = b"\xff\xd9"
@@ -15,9 +16,10 @@ JPEG_TAIL_BYTES = 1024  # the end-of-image marker must lie within the file's las
 
 def header_problem(path: Path) -> str | None:
     """Why `path` lacks a readable image header (or, for JPEG, an end marker), else None."""
-    from PIL import Image, UnidentifiedImageError
 
-    try:
+    def check() -> str | None:
+        from PIL import Image
+
         size = path.stat().st_size
         if size == 0:
             return "empty file (0 bytes)"
@@ -28,29 +30,36 @@ def header_problem(path: Path) -> str | None:
                 f.seek(max(0, size - JPEG_TAIL_BYTES))
                 if JPEG_END not in f.read():
                     return "truncated: no JPEG end-of-image marker"
-    except FileNotFoundError:
-        return "missing (deleted since the scan)"
-    except UnidentifiedImageError:
-        return "not an image"
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"unreadable header ({exc})"
-    return None
+        return None
+
+    return _reason(check, "unreadable header")
 
 
 def decode_problem(path: Path) -> str | None:
     """Why `path` does not decode as an image (JPEG draft mode, 1/8 scale), else None."""
-    from PIL import Image, UnidentifiedImageError
 
-    try:
+    def check() -> str | None:
+        from PIL import Image
+
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
         with Image.open(path) as img:
             img.draft("L", (img.width // 8, img.height // 8))
             img.load()
+        return None
+
+    return _reason(check, "cannot decode")
+
+
+def _reason(check: Callable[[], str | None], failure: str) -> str | None:
+    """Run `check`, turning the ways a file can fail to open into the shared reasons."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        return check()
     except FileNotFoundError:
         return "missing (deleted since the scan)"
     except UnidentifiedImageError:
         return "not an image"
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"cannot decode ({exc})"
-    return None
+        return f"{failure} ({exc})"
