@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -80,13 +81,14 @@ def sweep_dead_builds(asset_dir: Path) -> list[Path]:
 
     Builders on other hosts are left alone: their liveness cannot be seen from here.
     """
-    host_tag = _tmp_tag(0)[: -len("0-")]
+    # Exactly "<pid>-<8 hex>" after this host's tag, so that host "login" never reads the
+    # folders of host "login-2" as its own.
+    ours = re.compile(r"\.[^/]*" + re.escape(_tmp_tag(0)[: -len("0-")]) + r"(\d+)-[0-9a-f]{8}")
     swept = []
     with os.scandir(asset_dir) as entries:
         for entry in entries:
-            _, sep, rest = entry.name.partition(host_tag)
-            pid = rest.split("-", 1)[0]
-            if entry.name.startswith(".") and sep and pid.isdigit() and not _alive(int(pid)):
+            m = ours.fullmatch(entry.name)
+            if m and not _alive(int(m[1])):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 swept.append(Path(entry.path))
     return swept

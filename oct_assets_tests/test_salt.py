@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -8,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from oct_assets.salt import atomic_dir, compute_salt, is_complete, read_manifest
+from oct_assets.salt import (
+    atomic_dir,
+    compute_salt,
+    is_complete,
+    read_manifest,
+    sweep_dead_builds,
+)
 
 BASE = {"asset": "a", "code_version": "1", "config": {"x": 1}, "upstream": {"up": "abc"}}
 
@@ -96,3 +103,7 @@ def test_killed_writer_leaves_no_complete_looking_folder(tmp_path: Path) -> None
             (tmp / "whole.bin").write_bytes(b"y")
         assert live.is_dir()
     assert sorted(p.name for p in final.parent.iterdir()) == ["other", "salt"]
+    # Another host whose name extends this one's: its folders are not ours to judge.
+    foreign = final.parent / f".salt.tmp-{socket.gethostname()}-{proc.pid}-{proc.pid}-0123abcd"
+    foreign.mkdir()
+    assert sweep_dead_builds(final.parent) == [] and foreign.is_dir()
