@@ -17,6 +17,7 @@ from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
 
 TINY_TRAIN = {"epochs": 2, "image_size": 32, "batch_size": 16, "threads": 1, "decode_workers": 1}
 SAMPLE = {"train_per_class": 6, "test_per_class": 3}
+QUICK_JOB = {"cpus_per_task": 1, "mem": None, "poll_interval_s": 0.5}  # fits the one-node Slurm
 
 
 @pytest.fixture
@@ -131,12 +132,7 @@ def test_train_on_slurm_end_to_end(
     config = {
         "mode": "train",
         "training": TINY_TRAIN,
-        "slurm": {
-            **node_python(),
-            "cpus_per_task": 1,
-            "mem": None,
-            "poll_interval_s": 0.5,
-        },
+        "slurm": {**node_python(), **QUICK_JOB},
     }
     result = run_cluster(sample_instance, sshd_server, config)
     assert result.success
@@ -165,13 +161,7 @@ def test_failing_job_surfaces_state_and_log_tail(
     config = {
         "mode": "train",
         "training": {**TINY_TRAIN, "seed": 99},
-        "slurm": {
-            "python": "/no/such/python",
-            "cpus_per_task": 1,
-            "mem": None,
-            "poll_interval_s": 0.5,
-            "timeout_s": 120,
-        },
+        "slurm": {**QUICK_JOB, "python": "/no/such/python", "timeout_s": 120},
     }
     result = run_cluster(sample_instance, sshd_server, config, raise_on_error=False)
     assert not result.success
