@@ -53,8 +53,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / MANIFEST_NAME).read_text())
 
 
-def fsync_file(path: Path) -> None:
-    """Flush a written file to disk so a rename cannot publish an empty file after a crash."""
+def fsync_path(path: Path) -> None:
+    """Flush a written file, or a folder's entries, to disk, so that a rename cannot publish
+    an empty file or folder after a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -66,7 +67,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON through a temporary sibling, fsync and rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    fsync_file(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 
@@ -120,11 +121,7 @@ def atomic_dir(final: Path, manifest: Mapping[str, Any]) -> Iterator[Path]:
     try:
         yield tmp
         write_json_atomic(tmp / MANIFEST_NAME, dict(manifest))
-        dir_fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_path(tmp)
         try:
             os.rename(tmp, final)
         except OSError:

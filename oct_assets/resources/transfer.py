@@ -40,6 +40,7 @@ from oct_assets.resources.types import (
     RemoteStat,
     TransferResult,
 )
+from oct_assets.salt import fsync_path
 
 if TYPE_CHECKING:
     from oct_assets.resources.ssh import SSHSession
@@ -141,14 +142,6 @@ def parse_sha256sum(output: str) -> dict[str, str]:
             name = re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), name)
         digests[name] = match.group(1)
     return digests
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _tmp_name(name: str) -> str:
@@ -327,7 +320,7 @@ def download(
                     f" remote sha256sum says {expected} (did the file change meanwhile?)"
                 )
             os.replace(tmp, local)
-            _fsync_dir(local.parent)
+            fsync_path(local.parent)
         finally:
             # Unlink first: closing the checksum channel raises EOFError on a dropped connection.
             tmp.unlink(missing_ok=True)
