@@ -27,8 +27,8 @@ def main() -> None:
     os.environ["OCT_IMAGES_DIR"] = str(work / "OCT2017")
     from dagster import DagsterInstance
 
+    from oct_assets.dataset.synthetic import make_synthetic_oct2017
     from oct_assets.definitions import defs
-    from oct_assets.synthetic import make_synthetic_oct2017
 
     make_synthetic_oct2017(work / "OCT2017")
     job = defs.resolve_job_def("local_graph")

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import alternate, make_tiny_tree, report
 
-from oct_assets.scan import scan_tree, tree_fingerprint
+from oct_assets.dataset.scan import scan_tree, tree_fingerprint
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from dagster import DagsterInstance, build_sensor_context
 
-from oct_assets.constants import CLASSES
-from oct_assets.scan import tree_fingerprint
-from oct_assets.sensors import new_images_sensor
+from oct_assets.dataset.layout import CLASSES
+from oct_assets.dataset.scan import tree_fingerprint
+from oct_assets.sensors.images import new_images_sensor
 
 TEST_SHARE = 0.03  # like OCT2017: most images are in train
 

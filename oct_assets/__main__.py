@@ -14,8 +14,11 @@ from pathlib import Path
 import yaml
 from dagster import DagsterInstance
 
-from oct_assets.constants import data_dir, images_dir
-from oct_assets.definitions import defs
+from oct_assets.assets.graph import LOCAL_GRAPH
+from oct_assets.assets.predictions import predictions
+from oct_assets.definitions import LOCAL_GRAPH_JOB, defs
+from oct_assets.ml.formats import METRICS_JSON
+from oct_assets.paths import data_dir, images_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,18 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     instance = (
         DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     )
-    job = defs.resolve_job_def("local_graph")
+    job = defs.resolve_job_def(LOCAL_GRAPH_JOB)
     result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
     if not result.success:
         print("\noct_assets: the run failed; the error is in the log above.", file=sys.stderr)
         return 1
     print("\n== oct_assets: results ==")
     print(f"images:      {images_dir()}")
-    for name in ("raw_oct_images", "reduced_sample", "trained_model", "predictions"):
-        artifact = result.output_for_node(name)
-        print(f"{name + ':':<16}{artifact.path}")
-    predictions = result.output_for_node("predictions")
-    metrics = json.loads((predictions.path / "metrics.json").read_text())
+    for asset in LOCAL_GRAPH:
+        name = asset.key.to_user_string()
+        print(f"{name + ':':<16}{result.output_for_node(name).path}")
+    scored = result.output_for_node(predictions.key.to_user_string())
+    metrics = json.loads((scored.path / METRICS_JSON).read_text())
     print(f"test accuracy: {metrics['accuracy']:.4f} on {metrics['n_images']} images")
     print(f"all outputs under {data_dir()}")
     return 0

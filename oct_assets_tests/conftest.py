@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from oct_assets.synthetic import make_synthetic_oct2017
+from oct_assets.dataset.synthetic import make_synthetic_oct2017
 
 pytest_plugins = [
     "oct_assets_tests.fixtures_cluster",

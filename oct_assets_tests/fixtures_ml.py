@@ -110,7 +110,7 @@ def bench_source(work: Path, min_images: int = 0) -> Path:
     the project's deterministic synthetic generator (at least `min_images` train images)."""
     tree = real_data_root()
     if not (tree / "train").is_dir():
-        from oct_assets.synthetic import make_synthetic_oct2017
+        from oct_assets.dataset.synthetic import make_synthetic_oct2017
 
         patients = max(2, min_images // 8 + 1)  # per class, 2 images each
         tree = make_synthetic_oct2017(work / "synthetic_tree", patients, 1, 2, seed=0)

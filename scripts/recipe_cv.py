@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oct_assets.constants import CLASSES, SPLITS
+from oct_assets.dataset.layout import CLASSES, SPLITS
 from oct_assets.ml.config import real_data_config
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train

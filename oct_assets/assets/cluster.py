@@ -18,16 +18,14 @@ from typing import Any, Literal
 from dagster import AssetExecutionContext, Config, Output, asset
 from pydantic import Field
 
-from oct_assets.artifact import Artifact
-from oct_assets.assets.images import GROUP
 from oct_assets.assets.model import TrainedModelConfig, describe_model
-from oct_assets.assets.salted import asset_salt, salted_output
-from oct_assets.constants import CLASSES, PROJECT_ROOT
+from oct_assets.assets.salted import GROUP, asset_salt, salted_output
+from oct_assets.dataset.layout import CLASSES
 from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.formats import MODEL_FILES, MODEL_JSON, TRAIN_CONFIG_JSON
+from oct_assets.paths import PROJECT_ROOT
 from oct_assets.resources.cluster import ClusterResource, SlurmJobSpec
-
-CLUSTER_CODE_VERSION = "1"
-MODEL_FILES = ("model.pt", "model.json")
+from oct_assets.store.artifact import Artifact
 
 
 class SlurmSettings(Config):
@@ -64,7 +62,7 @@ class ClusterModelConfig(Config):
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
 
-@asset(group_name=GROUP, code_version=CLUSTER_CODE_VERSION)
+@asset(group_name=GROUP, code_version="1")
 def cluster_model(
     context: AssetExecutionContext,
     config: ClusterModelConfig,
@@ -91,7 +89,6 @@ def _fetch(
 
     return salted_output(
         context,
-        code_version=CLUSTER_CODE_VERSION,
         config={"mode": "fetch", "remote_model_path": remote},
         upstream={"remote_model_content": content},
         build=build,
@@ -113,11 +110,11 @@ def _train(
     training = TrainConfig.from_dict(config.training.model_dump()).to_dict()
     salt_config = {"mode": "train", "training": training}
     upstream = {"reduced_sample": sample.salt}
-    salt = asset_salt(context, CLUSTER_CODE_VERSION, salt_config, upstream)
+    salt = asset_salt(context, salt_config, upstream)
 
     def build(tmp: Path) -> dict[str, Any]:
         remote_out = cluster.remote_path("models", salt)
-        if cluster.exists(f"{remote_out}/model.json"):
+        if cluster.exists(f"{remote_out}/{MODEL_JSON}"):
             context.log.info(f"the cluster already has this model at {remote_out}; fetching it")
             job_info: dict[str, Any] = {"job": "reused"}
         else:
@@ -127,7 +124,6 @@ def _train(
 
     return salted_output(
         context,
-        code_version=CLUSTER_CODE_VERSION,
         config=salt_config,
         upstream=upstream,
         build=build,
@@ -152,7 +148,7 @@ def _run_training_job(
     )
     remote_code = _upload_ml_code(cluster)
     job_dir = cluster.remote_path("jobs", salt)
-    config_file = f"{job_dir}/train_config.json"
+    config_file = f"{job_dir}/{TRAIN_CONFIG_JSON}"
     cluster.write_bytes(json.dumps(training, indent=2).encode(), config_file)
     remote_out = cluster.remote_path("models", salt)
     partial = f"{remote_out}.partial"
@@ -228,7 +224,7 @@ def _validated_model_json(folder: Path) -> dict[str, Any]:
     """model.json of a fetched model, after checking that its weights load into its network."""
     from oct_assets.ml.predict import load_model
 
-    model_json = json.loads((folder / "model.json").read_text())
+    model_json = json.loads((folder / MODEL_JSON).read_text())
     if list(model_json.get("classes", [])) != list(CLASSES):
         raise ValueError(
             f"fetched model has classes {model_json.get('classes')}, expected {list(CLASSES)}"

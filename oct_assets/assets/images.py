@@ -1,41 +1,33 @@
 """`raw_oct_images` (the image tree as a tracked input) and `reduced_sample` (what trains)."""
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
-from oct_assets.artifact import Artifact
-from oct_assets.assets.salted import salted_output
-from oct_assets.constants import CLASSES, SPLITS, images_dir, images_dir_is_explicit
-from oct_assets.pictures import contact_sheet_png, png_markdown
-from oct_assets.scan import ImageRecord, ScanResult, scan_tree
+from oct_assets.assets.metadata import SYNTHETIC_WARNING, counts_table, png_markdown
+from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.dataset.layout import CLASSES, SPLITS
+from oct_assets.dataset.scan import (
+    MANIFEST_CSV,
+    ScanResult,
+    read_manifest_csv,
+    scan_tree,
+    write_manifest_csv,
+)
+from oct_assets.paths import images_dir, images_dir_is_explicit
+from oct_assets.store.artifact import Artifact
+from oct_assets.store.salt import read_manifest
 
-GROUP = "oct"
-MANIFEST_CSV = "manifest.csv"
 CONTACT_SHEET = "contact_sheet.png"
-SYNTHETIC_WARNING = "SYNTHETIC DATA: these are generated images, not real OCT scans"
-
-
-def counts_table(counts: dict[str, dict[str, int]]) -> MetadataValue:
-    """Images per split (rows) and class (columns) as a markdown table."""
-    head = "| split | " + " | ".join(CLASSES) + " | total |\n|---|" + "---|" * (len(CLASSES) + 1)
-    rows = [
-        f"| {s} | "
-        + " | ".join(str(counts[s][c]) for c in CLASSES)
-        + f" | {sum(counts[s].values())} |"
-        for s in SPLITS
-    ]
-    return MetadataValue.md("\n".join([head, *rows]))
 
 
 def _ensure_images(context: AssetExecutionContext) -> Path:
     """The image root; generates the embedded synthetic set when the default root is absent."""
     root = images_dir()
     if not root.exists() and not images_dir_is_explicit():
-        from oct_assets.synthetic import make_synthetic_oct2017
+        from oct_assets.dataset.synthetic import make_synthetic_oct2017
 
         context.log.warning(
             f"{SYNTHETIC_WARNING}: no images at {root}, generating a demo set there"
@@ -65,7 +57,6 @@ def raw_oct_images(context: AssetExecutionContext) -> Output[Artifact]:
 
     return salted_output(
         context,
-        code_version="1",
         config={"root": str(root)},
         upstream={"images_fingerprint": scan.fingerprint},
         build=build,
@@ -108,29 +99,6 @@ def describe_scan(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def write_manifest_csv(path: Path, records: list[ImageRecord]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "size", "mtime_ns", "split", "label", "patient"])
-        for r in records:
-            w.writerow([r.path, r.size, r.mtime_ns, r.split, r.label, r.patient])
-
-
-def read_manifest_csv(path: Path) -> list[ImageRecord]:
-    with open(path, newline="") as f:
-        return [
-            ImageRecord(
-                row["path"],
-                int(row["size"]),
-                int(row["mtime_ns"]),
-                row["split"],
-                row["label"],
-                row["patient"],
-            )
-            for row in csv.DictReader(f)
-        ]
-
-
 class ReducedSampleConfig(Config):
     """How many images of each class to sample; null takes every eligible image."""
 
@@ -144,12 +112,13 @@ def reduced_sample(
     context: AssetExecutionContext, config: ReducedSampleConfig, raw_oct_images: Artifact
 ) -> Output[Artifact]:
     """A seeded, stratified sample with no patient in both splits, hard-linked into its folder."""
-    from oct_assets.sampling import check_images, draw_sample, link_sample
+    from oct_assets.dataset.sampling import check_images, draw_sample, link_sample
+    from oct_assets.ml.plots import contact_sheet_png
 
     cfg = config.model_dump()
 
     def build(tmp: Path) -> dict[str, Any]:
-        scan_summary = _raw_summary(raw_oct_images)
+        scan_summary = read_manifest(raw_oct_images.path)
         root = Path(scan_summary["root"])
         records = read_manifest_csv(raw_oct_images.path / MANIFEST_CSV)
         sample = draw_sample(records, config.train_per_class, config.test_per_class, config.seed)
@@ -174,18 +143,11 @@ def reduced_sample(
 
     return salted_output(
         context,
-        code_version="2",
         config=cfg,
         upstream={"raw_oct_images": raw_oct_images.salt},
         build=build,
         describe=describe_sample,
     )
-
-
-def _raw_summary(raw: Artifact) -> dict[str, Any]:
-    from oct_assets.salt import read_manifest
-
-    return read_manifest(raw.path)
 
 
 def describe_sample(folder: Path, s: dict[str, Any]) -> dict[str, Any]:

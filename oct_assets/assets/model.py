@@ -17,14 +17,11 @@ from dagster import (
 )
 from pydantic import Field, create_model
 
-from oct_assets.artifact import Artifact
-from oct_assets.assets.images import GROUP
-from oct_assets.assets.salted import salted_output
-from oct_assets.constants import data_dir
+from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
 from oct_assets.resources.training import TrainingEnvironment
-
-MODEL_CODE_VERSION = "1"
+from oct_assets.store.artifact import Artifact
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
@@ -60,12 +57,7 @@ def _dagster_config_from(dc: type) -> type[Config]:
 TrainedModelConfig = _dagster_config_from(TrainConfig)
 
 
-def cache_dir() -> Path:
-    """Decoded-image caches, shared by every run and keyed by sample salt and image size."""
-    return data_dir() / "cache"
-
-
-@asset(group_name=GROUP, code_version=MODEL_CODE_VERSION)
+@asset(group_name=GROUP, code_version="1")
 def trained_model(
     context: AssetExecutionContext,
     config: TrainedModelConfig,
@@ -77,7 +69,7 @@ def trained_model(
     cfg = TrainConfig.from_dict(config.model_dump()).to_dict()  # fails here, naming the field
 
     def build(tmp: Path) -> dict[str, Any]:
-        config_file = tmp / "train_config.json"
+        config_file = tmp / TRAIN_CONFIG_JSON
         config_file.write_text(json.dumps(cfg, indent=2))
         invocation = pipes_subprocess_client.run(
             context=context,
@@ -91,18 +83,15 @@ def trained_model(
                 str(tmp),
                 "--config",
                 str(config_file),
-                "--cache-dir",
-                str(cache_dir()),
             ],
             env=training_environment.env(),
         )
         reported = {k: v.value for k, v in invocation.get_materialize_result().metadata.items()}
-        model_json = json.loads((tmp / "model.json").read_text())
+        model_json = json.loads((tmp / MODEL_JSON).read_text())
         return {"model": model_json, "reported": reported}
 
     return salted_output(
         context,
-        code_version=MODEL_CODE_VERSION,
         config=cfg,
         upstream={"reduced_sample": reduced_sample.salt},
         build=build,
@@ -111,7 +100,7 @@ def trained_model(
 
 
 def describe_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"model_file": MetadataValue.path(str(folder / "model.pt"))}
+    meta: dict[str, Any] = {"model_file": MetadataValue.path(str(folder / MODEL_PT))}
     for key, value in s.get("reported", {}).items():
         if isinstance(value, (int, float, str, bool)):
             meta[key] = value

@@ -3,29 +3,51 @@
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetsDefinition,
+    AssetSelection,
+    AutomationCondition,
+    MetadataValue,
+    Output,
+    asset,
+)
 
-from oct_assets.artifact import Artifact
-from oct_assets.assets.images import GROUP
-from oct_assets.assets.model import cache_dir
-from oct_assets.assets.salted import salted_output
-from oct_assets.pictures import png_markdown
-from oct_assets.sensors import after_new_model
+from oct_assets.assets.cluster import cluster_model
+from oct_assets.assets.images import reduced_sample
+from oct_assets.assets.metadata import per_class_table, png_markdown
+from oct_assets.assets.model import trained_model
+from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.ml.formats import CAM_GRID_PNG, CONFUSION_MATRIX_PNG, METRICS_JSON, PREDICTIONS_CSV
+from oct_assets.store.artifact import Artifact
 
-PREDICTIONS_CODE_VERSION = "1"
+
+def after_new_model(model: AssetsDefinition) -> AutomationCondition:
+    """Eager on `model` only: run when the model has a new materialisation (or when this asset
+    is newly missing), not when `reduced_sample` alone changes.
+
+    A new sample with an old model would score that model on a test split it may have trained
+    on; the model's own rebuild brings the new sample with it.
+    """
+    name = model.key.to_user_string()
+    deps_updated = AutomationCondition.any_deps_updated()
+    only_model = deps_updated.allow(AssetSelection.assets(model)).with_label(f"{name} updated")
+    eager = AutomationCondition.eager().replace("any_deps_updated", only_model)
+    return eager.with_label(f"eager after {name}")
 
 
-def build_predictions_asset(name: str, model_asset: str) -> AssetsDefinition:
-    """An asset that evaluates `model_asset` on every test image of `reduced_sample`."""
+def build_predictions_asset(name: str, model: AssetsDefinition) -> AssetsDefinition:
+    """An asset that evaluates `model` on every test image of `reduced_sample`."""
 
     @asset(
         name=name,
         group_name=GROUP,
-        code_version=PREDICTIONS_CODE_VERSION,
-        ins={"model": AssetIn(model_asset), "reduced_sample": AssetIn("reduced_sample")},
-        automation_condition=after_new_model(model_asset),
-        description=f"Predictions, metrics and class-activation maps of `{model_asset}` on the "
-        "test split of `reduced_sample`.",
+        code_version="1",
+        ins={"model": AssetIn(model.key), "reduced_sample": AssetIn(reduced_sample.key)},
+        automation_condition=after_new_model(model),
+        description=f"Predictions, metrics and class-activation maps of "
+        f"`{model.key.to_user_string()}` on the test split of `reduced_sample`.",
     )
     def _predictions(
         context: AssetExecutionContext, model: Artifact, reduced_sample: Artifact
@@ -34,13 +56,12 @@ def build_predictions_asset(name: str, model_asset: str) -> AssetsDefinition:
             from oct_assets.ml.predict import evaluate
 
             context.log.info(f"predicting the test split of {reduced_sample.path}")
-            metrics = evaluate(model.path, reduced_sample.path, tmp, cache_dir=cache_dir())
+            metrics = evaluate(model.path, reduced_sample.path, tmp)
             context.log.info(f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images")
             return {"metrics": metrics}
 
         return salted_output(
             context,
-            code_version=PREDICTIONS_CODE_VERSION,
             config={},
             upstream={"model": model.salt, "reduced_sample": reduced_sample.salt},
             build=build,
@@ -57,24 +78,14 @@ def describe_predictions(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         "macro_f1": float(m["macro_f1"]),
         "n_images": int(m["n_images"]),
         "per_class": per_class_table(m),
-        "predictions_csv": MetadataValue.path(str(folder / "predictions.csv")),
-        "metrics_json": MetadataValue.path(str(folder / "metrics.json")),
+        "predictions_csv": MetadataValue.path(str(folder / PREDICTIONS_CSV)),
+        "metrics_json": MetadataValue.path(str(folder / METRICS_JSON)),
     }
-    for key, png in (("confusion_matrix", "confusion_matrix.png"), ("cam_grid", "cam_grid.png")):
+    for key, png in (("confusion_matrix", CONFUSION_MATRIX_PNG), ("cam_grid", CAM_GRID_PNG)):
         if (folder / png).is_file():
             meta[key] = png_markdown(folder / png, key)
     return meta
 
 
-def per_class_table(m: dict[str, Any]) -> MetadataValue:
-    lines = ["| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-    for c in m["classes"]:
-        p = m["per_class"][c]
-        lines.append(
-            f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |"
-        )
-    return MetadataValue.md("\n".join(lines))
-
-
-predictions = build_predictions_asset("predictions", "trained_model")
-cluster_predictions = build_predictions_asset("cluster_predictions", "cluster_model")
+predictions = build_predictions_asset("predictions", trained_model)
+cluster_predictions = build_predictions_asset("cluster_predictions", cluster_model)

@@ -10,9 +10,12 @@ from typing import Any
 
 from dagster import AssetExecutionContext, BetaWarning, DataVersion, MetadataValue, Output
 
-from oct_assets.artifact import Artifact
-from oct_assets.salt import atomic_dir, compute_salt, is_complete, read_manifest, salted_dir
+from oct_assets.store.artifact import Artifact
+from oct_assets.store.publish import atomic_dir
+from oct_assets.store.salt import compute_salt, is_complete, read_manifest, salted_dir
 
+# The asset group of every asset of this project (one graph in the UI).
+GROUP = "oct"
 # Keys every manifest has; the rest is the asset's own summary (e.g. a sample's "classes").
 BASE_KEYS = frozenset({"asset", "salt", "code_version", "config", "upstream", "created"})
 # build(tmp_folder) fills the folder and returns a JSON-able summary kept in the manifest.
@@ -21,20 +24,24 @@ Build = Callable[[Path], dict[str, Any]]
 Describe = Callable[[Path, dict[str, Any]], dict[str, Any]]
 
 
+def code_version(context: AssetExecutionContext) -> str:
+    """The code version stated on the asset's definition (the one place it is written)."""
+    version = context.assets_def.code_versions_by_key[context.asset_key]
+    if version is None:
+        raise ValueError(f"asset {context.asset_key.to_user_string()} has no code_version")
+    return version
+
+
 def asset_salt(
-    context: AssetExecutionContext,
-    code_version: str,
-    config: Mapping[str, Any],
-    upstream: Mapping[str, str],
+    context: AssetExecutionContext, config: Mapping[str, Any], upstream: Mapping[str, str]
 ) -> str:
     """The salt of the asset being materialised (for builds that name remote folders by it)."""
-    return compute_salt(context.asset_key.path[-1], code_version, config, upstream)
+    return compute_salt(context.asset_key.path[-1], code_version(context), config, upstream)
 
 
 def salted_output(
     context: AssetExecutionContext,
     *,
-    code_version: str,
     config: Mapping[str, Any],
     upstream: Mapping[str, str],
     build: Build,
@@ -46,7 +53,7 @@ def salted_output(
     A cache hit still records a materialisation with the same data version.
     """
     asset = context.asset_key.path[-1]
-    salt = asset_salt(context, code_version, config, upstream)
+    salt = asset_salt(context, config, upstream)
     folder = salted_dir(asset, salt)
     started = time.perf_counter()
     cache_hit = is_complete(folder)
@@ -58,7 +65,7 @@ def salted_output(
         manifest: dict[str, Any] = {
             "asset": asset,
             "salt": salt,
-            "code_version": code_version,
+            "code_version": code_version(context),
             "config": dict(config),
             "upstream": dict(upstream),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

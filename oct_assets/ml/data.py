@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from oct_assets.ml.errors import SampleError
-
-SPLITS = ("train", "test")
-CSV_COLUMNS = ("file", "split", "label", "patient")
+from oct_assets.ml.formats import IMAGES_CSV, MANIFEST_JSON, SAMPLE_COLUMNS, SPLITS
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class Sample:
 def read_sample(sample_dir: Path) -> Sample:
     """Read and validate a sample folder; raises SampleError naming the file and row at fault."""
     root = Path(sample_dir)
-    manifest_path, csv_path = root / "manifest.json", root / "images.csv"
+    manifest_path, csv_path = root / MANIFEST_JSON, root / IMAGES_CSV
     for p in (manifest_path, csv_path):
         if not p.is_file():
             raise SampleError(f"sample folder {root} has no {p.name}")
@@ -78,7 +76,7 @@ def read_sample(sample_dir: Path) -> Sample:
     files, splits, labels, patients = [], [], [], []
     with csv_path.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in SAMPLE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise SampleError(f"{csv_path}: missing column(s) {', '.join(missing)}")
         for line, row in enumerate(reader, start=2):

@@ -30,6 +30,7 @@ from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
 from oct_assets.ml.decode import decode_rgb_float
 from oct_assets.ml.errors import OctMLError
+from oct_assets.ml.formats import MODEL_JSON, MODEL_PT
 from oct_assets.ml.nets import build_net, min_image_size, to_input
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def train_model(
     state = {k: v.detach().cpu().contiguous() for k, v in result.pop("state").items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_state_dict(state, out_dir / "model.pt")
+    _save_state_dict(state, out_dir / MODEL_PT)
     metrics = {
         **result,
         "device": device.type,
@@ -166,7 +167,7 @@ def train_model(
         "sample_salt": sample.salt,
         "min_image_size": min_image_size(config),
     }
-    write_bytes(out_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_bytes(out_dir / MODEL_JSON, (json.dumps(meta, indent=2) + "\n").encode())
     return metrics
 
 

@@ -1,8 +1,11 @@
-"""PNG figures drawn with Pillow (no matplotlib on cluster nodes): confusion matrix, CAM grid."""
+"""PNG figures drawn with Pillow (no matplotlib on cluster nodes): confusion matrix, CAM grid,
+a sample's contact sheet."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,3 +108,39 @@ def cam_grid_png(tiles: list[dict[str, Any]], classes: list[str]) -> bytes:
             caption = f"{'ok' if ok else 'WRONG'}: {t['pred']} {t['prob']:.2f}"
             draw.text((x + 4, y + TILE), caption, fill="darkgreen" if ok else "red", font=font)
     return _png(im)
+
+
+THUMB = 80  # pixels per contact-sheet thumbnail side
+LABEL_WIDTH = 80
+
+
+def spread(items: Sequence[str], n: int) -> list[str]:
+    """`n` items spread evenly over sorted `items` (all of them when there are fewer)."""
+    ordered = sorted(items)
+    if len(ordered) <= n:
+        return ordered
+    return [ordered[i * len(ordered) // n] for i in range(n)]
+
+
+def contact_sheet_png(
+    folder: Path, files_by_class: dict[str, Sequence[str]], per_class: int = 5
+) -> bytes:
+    """One row of `per_class` grayscale thumbnails per class, labelled; files are relative to
+    `folder`. Picked evenly over each class's sorted files, so the sheet is deterministic."""
+    width = LABEL_WIDTH + per_class * (THUMB + 4)
+    sheet = Image.new("L", (width, len(files_by_class) * (THUMB + 4) + 4), color=255)
+    draw = ImageDraw.Draw(sheet)
+    font = _font(16)
+    for row, (label, files) in enumerate(files_by_class.items()):
+        top = 4 + row * (THUMB + 4)
+        draw.text((6, top + THUMB // 2 - 8), label, fill=0, font=font)
+        for col, rel in enumerate(spread(files, per_class)):
+            with Image.open(folder / rel) as img:
+                img.draft("L", (THUMB * 2, THUMB * 2))  # JPEG: decode at reduced scale
+                thumb = img.convert("L")
+            thumb.thumbnail((THUMB, THUMB))
+            left = LABEL_WIDTH + col * (THUMB + 4)
+            sheet.paste(
+                thumb, (left + (THUMB - thumb.width) // 2, top + (THUMB - thumb.height) // 2)
+            )
+    return _png(sheet)

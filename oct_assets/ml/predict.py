@@ -19,6 +19,14 @@ from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
 from oct_assets.ml.errors import OctMLError
+from oct_assets.ml.formats import (
+    CAM_GRID_PNG,
+    CONFUSION_MATRIX_PNG,
+    METRICS_JSON,
+    MODEL_JSON,
+    MODEL_PT,
+    PREDICTIONS_CSV,
+)
 from oct_assets.ml.loop import BatchReader, deterministic_torch, predict_logits, resolve_device
 from oct_assets.ml.nets import build_net, to_input
 from oct_assets.ml.plots import cam_grid_png, confusion_matrix_png
@@ -31,7 +39,7 @@ CAM_EXAMPLES = 3  # per class and outcome (correct / wrong) in cam_grid.png
 def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from model.json and load model.pt (weights only, no pickled code)."""
     model_dir = Path(model_dir)
-    meta_path, weights_path = model_dir / "model.json", model_dir / "model.pt"
+    meta_path, weights_path = model_dir / MODEL_JSON, model_dir / MODEL_PT
     for p in (meta_path, weights_path):
         if not p.is_file():
             raise OctMLError(f"model folder {model_dir} has no {p.name}")
@@ -104,9 +112,9 @@ def evaluate(
         cams = class_activation_maps(net.cpu(), images.read(rows[examples])) if examples else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out_dir / "predictions.csv", sample, rows, true, pred, probs, classes)
-    write_bytes(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
-    write_bytes(out_dir / "confusion_matrix.png", confusion_matrix_png(metrics))
+    _write_predictions(out_dir / PREDICTIONS_CSV, sample, rows, true, pred, probs, classes)
+    write_bytes(out_dir / METRICS_JSON, (json.dumps(metrics, indent=2) + "\n").encode())
+    write_bytes(out_dir / CONFUSION_MATRIX_PNG, confusion_matrix_png(metrics))
     tiles = []
     if cams is not None:
         pix = images.read(rows[examples])
@@ -120,7 +128,7 @@ def evaluate(
                     "prob": float(probs[i, pred[i]]),
                 }
             )
-    write_bytes(out_dir / "cam_grid.png", cam_grid_png(tiles, classes))
+    write_bytes(out_dir / CAM_GRID_PNG, cam_grid_png(tiles, classes))
     log.info("evaluated %d %s images: accuracy %.4f", len(rows), split, metrics["accuracy"])
     return metrics
 

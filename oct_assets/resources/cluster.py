@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from oct_assets.resources import slurm
-from oct_assets.resources.errors import (
+from oct_assets.cluster import slurm
+from oct_assets.cluster.errors import (
     ClusterAuthError,
     ClusterCommandError,
     ClusterCommandTimeout,
@@ -31,7 +31,7 @@ from oct_assets.resources.errors import (
     RemoteFileNotFoundError,
     TransferVerificationError,
 )
-from oct_assets.resources.slurm import (
+from oct_assets.cluster.slurm import (
     SlurmError,
     SlurmJob,
     SlurmJobFailedError,
@@ -41,7 +41,7 @@ from oct_assets.resources.slurm import (
     SlurmSubmitError,
     SlurmWaitTimeoutError,
 )
-from oct_assets.resources.types import (
+from oct_assets.cluster.types import (
     CommandResult,
     DirUploadResult,
     Progress,
@@ -52,7 +52,7 @@ from oct_assets.resources.types import (
 )
 
 if TYPE_CHECKING:  # ssh.py loads paramiko: imported when the first session is created
-    from oct_assets.resources.ssh import SSHSession
+    from oct_assets.cluster.ssh import SSHSession
 
 __all__ = [
     "ENV_PREFIX",
@@ -200,7 +200,7 @@ class ClusterResource(dg.ConfigurableResource):
     def session(self) -> SSHSession:
         """The underlying SSH session, created on first use (no network until an operation)."""
         if self._session is None:
-            from oct_assets.resources.ssh import SSHSession
+            from oct_assets.cluster.ssh import SSHSession
 
             settings = self.settings()
             remote_dir = self._setting("remote_dir", f"{ENV_PREFIX}REMOTE_DIR", [])

@@ -8,7 +8,7 @@ import sys
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from oct_assets.constants import PROJECT_ROOT
+from oct_assets.paths import PROJECT_ROOT
 
 
 class TrainingEnvironment(ConfigurableResource):

@@ -1,0 +1,52 @@
+"""Exceptions of the cluster resource, free of paramiko so that callers import them cheaply.
+
+Every error is a `ClusterError`. Messages name the host, path or setting involved and never a
+secret (password, passphrase).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oct_assets.cluster.types import CommandResult
+
+
+class ClusterError(Exception):
+    """Base class of every error raised by the cluster resource."""
+
+
+class ClusterConfigError(ClusterError):
+    """Settings are missing or invalid; raised before any connection is attempted."""
+
+
+class ClusterConnectionError(ClusterError):
+    """The host could not be reached, or the connection dropped and retries ran out."""
+
+
+class ClusterAuthError(ClusterError):
+    """The server refused our credentials (never retried; the message holds no secret)."""
+
+
+class ClusterHostKeyError(ClusterError):
+    """The server's host key is unknown or changed (never retried, never silently accepted)."""
+
+
+class RemoteFileNotFoundError(ClusterError, FileNotFoundError):
+    """A remote path that an operation needs does not exist."""
+
+
+class ClusterCommandError(ClusterError):
+    """A remote command exited non-zero where success was required."""
+
+    def __init__(self, message: str, result: CommandResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ClusterCommandTimeout(ClusterError):
+    """A remote command ran past its timeout; its channel was closed."""
+
+
+class TransferVerificationError(ClusterError):
+    """The sha256 of the transferred bytes differs from the sha256 of the source."""

@@ -1,0 +1,316 @@
+"""Slurm over SSH: render a batch script, submit it, follow its state and log, cancel it.
+
+Free of anything asset-specific and of paramiko: every function takes a `RemoteShell` (the
+cluster resource's SSH session). Accounting (`sacct`) is not assumed; a job is followed with
+`squeue`, and with `scontrol show job` once it has left the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from oct_assets.cluster.errors import ClusterError, RemoteFileNotFoundError
+from oct_assets.cluster.types import CommandResult
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
+_NO_SPACE = re.compile(r"^\S+$")
+_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_MEM = re.compile(r"^\d+[KMGT]?$")
+
+
+class SlurmError(ClusterError):
+    """A Slurm command failed."""
+
+
+class SlurmSubmitError(SlurmError):
+    """`sbatch` refused the job."""
+
+
+class SlurmJobNotFoundError(SlurmError):
+    """Neither squeue nor scontrol knows the job (it left slurmctld's memory after MinJobAge)."""
+
+
+class SlurmWaitTimeoutError(SlurmError):
+    """The job did not finish within the wait's timeout."""
+
+
+class SlurmJobFailedError(SlurmError):
+    """The job ended in a state other than COMPLETED with exit code 0."""
+
+    def __init__(self, job: SlurmJob, status: SlurmJobStatus, log_tail: str) -> None:
+        exit_text = "unknown" if status.exit_code is None else str(status.exit_code)
+        if status.signal:
+            exit_text += f" (signal {status.signal})"
+        super().__init__(
+            f"Slurm job {job.job_id} ({job.name}) ended {status.state}, exit code {exit_text},"
+            f" reason {status.reason or 'None'}; last lines of {job.log_path}:\n{log_tail}"
+        )
+        self.job = job
+        self.status = status
+        self.log_tail = log_tail
+
+
+class RemoteShell(Protocol):
+    """What the Slurm helpers need from an SSH session."""
+
+    def run(
+        self, command: str, *, timeout: float | None = None, check: bool = False, retry: bool = True
+    ) -> CommandResult: ...
+
+    def write_bytes(self, data: bytes, remote: str) -> str: ...
+
+    def read_tail(self, path: str, max_bytes: int = 8192) -> str: ...
+
+    def read_from(self, path: str, offset: int, max_bytes: int = ...) -> tuple[bytes, int]: ...
+
+
+@dataclass(frozen=True)
+class SlurmJobSpec:
+    """Parameters of one batch job.
+
+    Attributes:
+        name: job name; also names the script `<workdir>/<name>.sbatch`.
+        command: shell command line the job runs, e.g. `python -m pkg.train --out DIR`.
+        workdir: absolute remote folder the job runs in (`--chdir`).
+        output: log file for stdout and stderr, relative to `workdir`; of Slurm's patterns use
+            only `%j` (job id) and `%x` (job name), which `SlurmJob.log_path` resolves.
+        setup: shell lines run before `command` (`module load ...`, `source venv/bin/activate`).
+        extra_directives: further sbatch options, e.g. `--account=proj`, `--qos=short`.
+    """
+
+    name: str
+    command: str
+    workdir: str
+    output: str = "slurm-%j.log"
+    partition: str | None = None
+    time: str = "01:00:00"
+    cpus_per_task: int = 1
+    mem: str | None = None
+    gres: str | None = None
+    setup: Sequence[str] = ()
+    extra_directives: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        for label in ("name", "workdir", "output", "partition", "gres"):
+            value = getattr(self, label)
+            if value is not None and not _NO_SPACE.match(value):
+                problems.append(f"{label}={value!r} must be non-empty without whitespace")
+        if not _TIME.match(self.time):
+            problems.append(f"time={self.time!r} is not a Slurm time (D-HH:MM:SS, HH:MM:SS, MM)")
+        if self.mem is not None and not _MEM.match(self.mem):
+            problems.append(f"mem={self.mem!r} is not a Slurm size such as 4G or 500M")
+        if self.cpus_per_task < 1:
+            problems.append(f"cpus_per_task={self.cpus_per_task} must be >= 1")
+        if "\n" in self.command:
+            problems.append("command must be one line; put preparation into setup")
+        for directive in self.extra_directives:
+            if not directive.startswith("--") or "\n" in directive:
+                problems.append(f"extra directive {directive!r} must be one `--option=value`")
+        if problems:
+            raise ValueError("invalid Slurm job spec: " + "; ".join(problems))
+
+    @property
+    def output_path(self) -> str:
+        return posixpath.join(self.workdir, self.output)
+
+    @property
+    def script_path(self) -> str:
+        return posixpath.join(self.workdir, f"{self.name}.sbatch")
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """A submitted job: its id and where its script and log live."""
+
+    job_id: int
+    name: str
+    log_path: str
+    script_path: str
+
+
+@dataclass(frozen=True)
+class SlurmJobStatus:
+    job_id: int
+    state: str
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "COMPLETED" and self.exit_code == 0
+
+
+def render_batch_script(spec: SlurmJobSpec) -> str:
+    """The sbatch script for `spec`: directives, strict shell options, setup, then the command."""
+    directives = [
+        f"--job-name={spec.name}",
+        f"--chdir={spec.workdir}",
+        f"--output={spec.output_path}",
+        f"--time={spec.time}",
+        f"--cpus-per-task={spec.cpus_per_task}",
+    ]
+    if spec.partition:
+        directives.append(f"--partition={spec.partition}")
+    if spec.mem:
+        directives.append(f"--mem={spec.mem}")
+    if spec.gres:
+        directives.append(f"--gres={spec.gres}")
+    directives.extend(spec.extra_directives)
+    lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "set -eo pipefail"]
+    lines.append('echo "[oct] job ${SLURM_JOB_ID} on $(hostname) started $(date -Is)"')
+    lines.extend(spec.setup)
+    lines.append(spec.command)
+    return "\n".join(lines) + "\n"
+
+
+def submit(shell: RemoteShell, spec: SlurmJobSpec) -> SlurmJob:
+    """Write the script next to the job's outputs and `sbatch` it (never retried: no duplicates)."""
+    script = shell.write_bytes(render_batch_script(spec).encode(), spec.script_path)
+    shell.run(f"mkdir -p -- {shlex.quote(posixpath.dirname(spec.output_path))}", check=True)
+    result = shell.run(f"sbatch --parsable {shlex.quote(script)}", retry=False)
+    job_id_text = result.stdout.strip().split(";")[0]
+    if not result.ok or not job_id_text.isdigit():
+        raise SlurmSubmitError(
+            f"sbatch {script} failed (exit {result.exit_code}): {result.stderr.strip()}"
+        )
+    job_id = int(job_id_text)
+    logger.info("submitted Slurm job %d (%s)", job_id, spec.name)
+    log_path = spec.output_path.replace("%j", str(job_id)).replace("%x", spec.name)
+    return SlurmJob(job_id, spec.name, log_path, script)
+
+
+def _parse_scontrol(job_id: int, text: str) -> SlurmJobStatus:
+    fields = dict(re.findall(r"(\w+)=(\S*)", text))
+    if "JobState" not in fields:
+        raise SlurmError(f"cannot read JobState of job {job_id} from scontrol: {text[:500]!r}")
+    exit_code = signal = None
+    if match := re.fullmatch(r"(\d+):(\d+)", fields.get("ExitCode", "")):
+        exit_code, signal = int(match.group(1)), int(match.group(2))
+    return SlurmJobStatus(job_id, fields["JobState"], exit_code, signal, fields.get("Reason"))
+
+
+def job_status(shell: RemoteShell, job_id: int) -> SlurmJobStatus:
+    """State from `squeue`; exit code and reason from `scontrol` once the job is done or gone."""
+    queued = shell.run(f"squeue -h -j {int(job_id)} -o %T")
+    state = queued.stdout.strip().split(" ")[0] if queued.ok else ""
+    if state and state not in TERMINAL_STATES:
+        return SlurmJobStatus(job_id, state)
+    shown = shell.run(f"scontrol show job -o {int(job_id)}")
+    if not shown.ok:
+        if "Invalid job id" in shown.stderr:
+            raise SlurmJobNotFoundError(
+                f"Slurm job {job_id} is not known to squeue or scontrol (finished longer ago than"
+                " MinJobAge, and accounting is not used); read its log for the outcome"
+            )
+        raise SlurmError(f"scontrol show job {job_id} failed: {shown.stderr.strip()}")
+    return _parse_scontrol(job_id, shown.stdout)
+
+
+def cancel(shell: RemoteShell, job_id: int) -> None:
+    result = shell.run(f"scancel {int(job_id)}")
+    if not result.ok:
+        raise SlurmError(f"scancel {job_id} failed: {result.stderr.strip()}")
+    logger.info("cancelled Slurm job %d", job_id)
+
+
+def _tail(shell: RemoteShell, path: str, max_bytes: int = 4000) -> str:
+    try:
+        return shell.read_tail(path, max_bytes)
+    except RemoteFileNotFoundError:
+        return f"(no log: {path} does not exist)"
+
+
+class _LineFollower:
+    """Feeds new complete lines of a growing remote log to a callback."""
+
+    def __init__(self, shell: RemoteShell, path: str, on_line: Callable[[str], None]) -> None:
+        self._shell, self._path, self._on_line = shell, path, on_line
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self, final: bool = False) -> None:
+        while True:
+            data, offset = self._shell.read_from(self._path, self._offset)
+            if offset < self._offset:  # truncated: start over
+                self._partial = b""
+            self._offset = offset
+            if not data:
+                break
+            *lines, self._partial = (self._partial + data).split(b"\n")
+            for line in lines:
+                self._on_line(line.decode(errors="replace"))
+        if final and self._partial:
+            self._on_line(self._partial.decode(errors="replace"))
+            self._partial = b""
+
+
+def wait(
+    shell: RemoteShell,
+    job: SlurmJob,
+    *,
+    poll_interval_s: float = 5.0,
+    timeout_s: float | None = None,
+    on_log_line: Callable[[str], None] | None = None,
+    cancel_on_abort: bool = True,
+) -> SlurmJobStatus:
+    """Poll until the job ends; raise `SlurmJobFailedError` (state + log tail) unless it succeeded.
+
+    If waiting stops early (timeout, interrupt, lost connection) and `cancel_on_abort` is set, the
+    job is cancelled so that it does not keep running unobserved.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    follower = _LineFollower(shell, job.log_path, on_log_line) if on_log_line else None
+    try:
+        while True:
+            status = job_status(shell, job.job_id)
+            if follower:
+                follower.poll()
+            if status.finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise SlurmWaitTimeoutError(
+                    f"Slurm job {job.job_id} ({job.name}) still {status.state} after {timeout_s}s;"
+                    f" last lines of {job.log_path}:\n{_tail(shell, job.log_path)}"
+                )
+            time.sleep(poll_interval_s)
+    except BaseException:
+        if cancel_on_abort:
+            try:
+                cancel(shell, job.job_id)
+            except ClusterError as exc:
+                logger.error("could not cancel Slurm job %d: %s", job.job_id, exc)
+        raise
+    if follower:
+        follower.poll(final=True)
+    if not status.succeeded:
+        raise SlurmJobFailedError(job, status, _tail(shell, job.log_path))
+    return status

@@ -1,0 +1,35 @@
+"""Where things live, from the environment: the data folder, the image root and the caches.
+
+Read on every call, never at import time, so a test or a run that sets `OCT_DATA_DIR` sees it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DATA_DIR = "OCT_DATA_DIR"
+ENV_IMAGES_DIR = "OCT_IMAGES_DIR"
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Root of all outputs: `$OCT_DATA_DIR`, else `data/` of the project."""
+    return Path(os.environ.get(ENV_DATA_DIR) or PROJECT_ROOT / "data").resolve()
+
+
+def images_dir() -> Path:
+    """Image root: `$OCT_IMAGES_DIR`, else `$OCT_DATA_DIR/OCT2017`."""
+    explicit = os.environ.get(ENV_IMAGES_DIR)
+    return Path(explicit).expanduser().resolve() if explicit else data_dir() / "OCT2017"
+
+
+def images_dir_is_explicit() -> bool:
+    """True when the user named an image root: then it is never replaced by synthetic data."""
+    return bool(os.environ.get(ENV_IMAGES_DIR))
+
+
+def cache_dir() -> Path:
+    """Decoded-image caches, shared by every run and keyed by sample salt, fit and size."""
+    return data_dir() / "cache"

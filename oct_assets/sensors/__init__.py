@@ -1,0 +1,1 @@
+"""Dagster sensors, one module per sensor: what refreshes by itself, and when."""

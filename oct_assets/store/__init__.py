@@ -1,0 +1,1 @@
+"""The salted store, no Dagster: salts, salted folders published atomically, the Artifact value."""

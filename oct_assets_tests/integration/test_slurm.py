@@ -1,0 +1,131 @@
+"""Slurm helpers against a real single-node Slurm, reached through the real sshd."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from oct_assets.cluster.slurm import render_batch_script
+from oct_assets.resources.cluster import (
+    ClusterResource,
+    SlurmJobFailedError,
+    SlurmJobNotFoundError,
+    SlurmJobSpec,
+    SlurmSubmitError,
+    SlurmWaitTimeoutError,
+)
+from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
+
+POLL_S = 0.3
+
+
+@pytest.fixture
+def slurm(
+    slurm_cluster: SlurmCluster, sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch
+) -> Iterator[ClusterResource]:
+    with sshd_server.resource() as resource:
+        yield resource
+
+
+def spec(name: str, command: str, **kwargs) -> SlurmJobSpec:
+    return SlurmJobSpec(
+        name=name, command=command, workdir=f"jobs/{name}", time="00:05:00", **kwargs
+    )
+
+
+def wait_for_state(resource: ClusterResource, job_id: int, states: set[str], timeout_s=30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = resource.job_status(job_id).state
+        if state in states:
+            return state
+        time.sleep(POLL_S)
+    raise AssertionError(f"job {job_id} never reached {states}; last {state}")
+
+
+def test_render_batch_script() -> None:
+    text = render_batch_script(
+        SlurmJobSpec(
+            name="train",
+            command="python -m oct_assets.ml.train --sample s --out o --config c.json",
+            workdir="/scratch/u/run1",
+            partition="gpu",
+            time="0-02:00:00",
+            cpus_per_task=8,
+            mem="16G",
+            gres="gpu:1",
+            setup=("source /scratch/u/venv/bin/activate",),
+            extra_directives=("--account=proj42",),
+        )
+    )
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for directive in (
+        "--job-name=train",
+        "--chdir=/scratch/u/run1",
+        "--output=/scratch/u/run1/slurm-%j.log",
+        "--partition=gpu",
+        "--time=0-02:00:00",
+        "--cpus-per-task=8",
+        "--mem=16G",
+        "--gres=gpu:1",
+        "--account=proj42",
+    ):
+        assert f"#SBATCH {directive}" in lines
+    assert lines.index("source /scratch/u/venv/bin/activate") < len(lines) - 1
+    assert lines[-1].startswith("python -m oct_assets.ml.train")
+
+
+def test_spec_validation_names_every_bad_field() -> None:
+    with pytest.raises(ValueError, match=r"name=.*time=.*mem=") as info:
+        SlurmJobSpec(name="two words", command="true", workdir="/w", time="soon", mem="lots")
+    assert "cpus_per_task" not in str(info.value)
+
+
+@pytest.mark.cluster
+def test_job_completes_and_streams_its_log(slurm: ClusterResource) -> None:
+    job = slurm.submit_job(spec("hello", "echo hello-$SLURM_JOB_ID; python3 -c 'print(6 * 7)'"))
+    lines: list[str] = []
+    status = slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=60, on_log_line=lines.append)
+    assert (status.state, status.exit_code) == ("COMPLETED", 0)
+    assert f"hello-{job.job_id}" in lines and "42" in lines
+    assert job.log_path == slurm.remote_path("jobs", "hello", f"slurm-{job.job_id}.log")
+    assert "42" in slurm.read_tail(job.log_path)
+
+
+@pytest.mark.cluster
+def test_failing_job_surfaces_state_and_log_tail(slurm: ClusterResource) -> None:
+    job = slurm.submit_job(spec("fails", "echo about to fail >&2; exit 3"))
+    with pytest.raises(SlurmJobFailedError) as info:
+        slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=60)
+    assert (info.value.status.state, info.value.status.exit_code) == ("FAILED", 3)
+    assert "about to fail" in info.value.log_tail
+    assert "FAILED" in str(info.value) and "about to fail" in str(info.value)
+
+
+@pytest.mark.cluster
+def test_cancel_a_running_job(slurm: ClusterResource) -> None:
+    job = slurm.submit_job(spec("sleeper", "sleep 300"))
+    wait_for_state(slurm, job.job_id, {"RUNNING"})
+    slurm.cancel_job(job.job_id)
+    assert wait_for_state(slurm, job.job_id, {"CANCELLED"}) == "CANCELLED"
+    with pytest.raises(SlurmJobFailedError, match="CANCELLED"):
+        slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=30)
+
+
+@pytest.mark.cluster
+def test_wait_timeout_cancels_the_job(slurm: ClusterResource) -> None:
+    job = slurm.submit_job(spec("overtime", "echo started; sleep 300"))
+    with pytest.raises(SlurmWaitTimeoutError, match="still"):
+        slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=2)
+    assert wait_for_state(slurm, job.job_id, {"CANCELLED"}) == "CANCELLED"
+
+
+@pytest.mark.cluster
+def test_rejected_submission_and_unknown_job(slurm: ClusterResource) -> None:
+    with pytest.raises(SlurmSubmitError, match="partition"):
+        slurm.submit_job(spec("nowhere", "true", partition="no_such_partition"))
+    with pytest.raises(SlurmJobNotFoundError):
+        slurm.job_status(987654)

@@ -1,0 +1,104 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from oct_assets.store.publish import atomic_dir, sweep_dead_builds
+from oct_assets.store.salt import compute_salt, is_complete, read_manifest
+
+BASE = {"asset": "a", "code_version": "1", "config": {"x": 1}, "upstream": {"up": "abc"}}
+
+
+def salt_of(**changes: object) -> str:
+    args = {**BASE, **changes}
+    return compute_salt(args["asset"], args["code_version"], args["config"], args["upstream"])
+
+
+def test_same_inputs_same_salt() -> None:
+    assert salt_of() == salt_of()
+    assert salt_of(config={"x": 1}) == salt_of()
+
+
+def test_config_key_order_does_not_matter() -> None:
+    assert salt_of(config={"x": 1, "y": 2}) == salt_of(config={"y": 2, "x": 1})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"asset": "b"},
+        {"code_version": "2"},
+        {"config": {"x": 2}},
+        {"config": {"x": 1, "y": None}},
+        {"upstream": {"up": "abd"}},
+        {"upstream": {"up": "abc", "other": "x"}},
+    ],
+)
+def test_each_input_changes_the_salt(change: dict) -> None:
+    assert salt_of(**change) != salt_of()
+
+
+def test_atomic_dir_publishes_complete_folder(tmp_path: Path) -> None:
+    final = tmp_path / "asset" / "salt"
+    with atomic_dir(final, {"salt": "salt"}) as tmp:
+        (tmp / "out.txt").write_text("result")
+        assert not final.exists()
+    assert is_complete(final)
+    assert (final / "out.txt").read_text() == "result"
+    assert read_manifest(final)["salt"] == "salt"
+    assert [p.name for p in final.parent.iterdir()] == ["salt"]
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    final = tmp_path / "asset" / "salt"
+    with pytest.raises(RuntimeError), atomic_dir(final, {}) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert not final.exists()
+    assert list(final.parent.iterdir()) == []
+
+
+def test_killed_writer_leaves_no_complete_looking_folder(tmp_path: Path) -> None:
+    final = tmp_path / "asset" / "salt"
+    ready = tmp_path / "ready"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from oct_assets.store.publish import atomic_dir
+        with atomic_dir(Path({str(final)!r}), {{}}) as tmp:
+            (tmp / "half.bin").write_bytes(b"x" * 1000)
+            Path({str(ready)!r}).touch()
+            time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 30
+        while not ready.exists():
+            assert time.time() < deadline, "writer never started"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not final.exists()
+    assert not is_complete(final)
+    leftovers = list(final.parent.iterdir())
+    assert leftovers and all(p.name.startswith(".") and not is_complete(p) for p in leftovers)
+
+    # The next build of the asset sweeps the dead builder's folder, not a live builder's.
+    with atomic_dir(final.parent / "other", {}) as live:
+        with atomic_dir(final, {}) as tmp:
+            (tmp / "whole.bin").write_bytes(b"y")
+        assert live.is_dir()
+    assert sorted(p.name for p in final.parent.iterdir()) == ["other", "salt"]
+    # Another host whose name extends this one's: its folders are not ours to judge.
+    foreign = final.parent / f".salt.tmp-{socket.gethostname()}-{proc.pid}-{proc.pid}-0123abcd"
+    foreign.mkdir()
+    assert sweep_dead_builds(final.parent) == [] and foreign.is_dir()
