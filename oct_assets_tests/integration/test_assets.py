@@ -58,9 +58,7 @@ def salts(result) -> dict[str, str]:
     return {a.key.path[-1]: metadata(result, a.key.path[-1])["salt"] for a in LOCAL_GRAPH}
 
 
-def test_definitions_load_without_torch() -> None:
-    code = "import sys, oct_assets.definitions; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+def test_definitions_hold_the_graph() -> None:
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
         "raw_oct_images",
         "reduced_sample",

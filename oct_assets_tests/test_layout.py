@@ -1,0 +1,100 @@
+"""The architecture, kept by tests: arrows point one way, from the Dagster layer to the libraries.
+
+The libraries (`store`, `dataset`, `cluster`, `ml`, and `paths`) never import Dagster nor the
+Dagster layer; no import cycle anywhere in `oct_assets`, not even a function-level one; loading
+the definitions imports neither torch nor paramiko.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "oct_assets"
+LIBRARIES = ("oct_assets.store", "oct_assets.dataset", "oct_assets.cluster", "oct_assets.ml")
+DAGSTER_LAYER = (
+    "oct_assets.assets",
+    "oct_assets.checks",
+    "oct_assets.sensors",
+    "oct_assets.resources",
+    "oct_assets.definitions",
+    "oct_assets.__main__",
+)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, anywhere in the file (function bodies and TYPE_CHECKING
+    blocks included), resolved to a module of this package where it names one."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {n for n in found if n in MODULES or not n.startswith("oct_assets")}
+
+
+def internal_graph() -> dict[str, set[str]]:
+    return {m: {n for n in imports(p) if n in MODULES and n != m} for m, p in MODULES.items()}
+
+
+def within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_libraries_never_import_dagster_or_the_dagster_layer() -> None:
+    offenders = [
+        f"{m} imports {n}"
+        for m, p in MODULES.items()
+        if within(m, (*LIBRARIES, "oct_assets.paths"))
+        for n in imports(p)
+        if n.split(".")[0] in ("dagster", "dagster_pipes") or within(n, DAGSTER_LAYER)
+    ]
+    # The trainer may talk to Dagster Pipes when it is there (optional, on cluster nodes too).
+    offenders = [o for o in offenders if o != "oct_assets.ml.train imports dagster_pipes"]
+    assert offenders == []
+
+
+def test_no_import_cycle() -> None:
+    graph = internal_graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append([*path[path.index(n) :], n])
+            elif n not in state:
+                visit(n, [*path, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
+
+
+def test_the_layer_check_sees_a_cycle_and_a_dagster_import(tmp_path: Path) -> None:
+    """The walker itself can fail: it finds imports inside functions."""
+    code = "def f():\n    from oct_assets.assets.graph import LOCAL_GRAPH\n    import dagster\n"
+    (tmp_path / "m.py").write_text(code)
+    assert {"oct_assets.assets.graph", "dagster"} <= imports(tmp_path / "m.py")
+
+
+def test_loading_the_definitions_imports_neither_torch_nor_paramiko() -> None:
+    code = (
+        "import sys, oct_assets.definitions; "
+        "print(sorted(m for m in ('torch', 'paramiko') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
