@@ -1,4 +1,4 @@
-"""Where things live, from the environment: the data folder, the image root and the caches.
+"""Where things live, from the environment: the data folder and the image root.
 
 Read on every call, never at import time, so a test or a run that sets `OCT_DATA_DIR` sees it.
 """
@@ -28,8 +28,3 @@ def images_dir() -> Path:
 def images_dir_is_explicit() -> bool:
     """True when the user named an image root: then it is never replaced by synthetic data."""
     return bool(os.environ.get(ENV_IMAGES_DIR))
-
-
-def cache_dir() -> Path:
-    """Decoded-image caches, shared by every run and keyed by sample salt, fit and size."""
-    return data_dir() / "cache"
