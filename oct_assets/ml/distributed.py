@@ -40,11 +40,11 @@ def usable_cpus() -> int:
 class Placement:
     """This process's rank and device; `world_size == 1` means training alone."""
 
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    local_world_size: int = 1
-    device: torch.device = torch.device("cpu")
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    device: torch.device
 
     @property
     def is_main(self) -> bool:
