@@ -105,13 +105,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-@contextmanager
-def placement(device: str) -> Iterator[Placement]:
-    """This process's Placement from torchrun's environment, with the process group set up
-    for the duration (gloo on CPU, NCCL on CUDA) and torn down afterwards.
-
-    A process group that the caller already initialised is used and left alone.
-    """
+def placement(device: str) -> Placement:
+    """This process's Placement from torchrun's environment (alone when it is unset)."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     local_world_size = _env_int("LOCAL_WORLD_SIZE", world_size)
@@ -120,19 +115,27 @@ def placement(device: str) -> Iterator[Placement]:
             f"RANK={rank}, LOCAL_RANK={local_rank} do not fit WORLD_SIZE={world_size}, "
             f"LOCAL_WORLD_SIZE={local_world_size}"
         )
-    here = Placement(
+    return Placement(
         rank, local_rank, world_size, local_world_size, resolve_device(device, local_rank)
     )
-    if world_size == 1 or dist.is_initialized():
-        yield here
+
+
+@contextmanager
+def process_group(here: Placement) -> Iterator[None]:
+    """The process group among the ranks for the duration (gloo on CPU, NCCL on CUDA).
+
+    Nothing to do alone; a process group that the caller already set up is used and kept.
+    """
+    if not here.distributed or dist.is_initialized():
+        yield
         return
     if here.device.type == "cuda":
         torch.cuda.set_device(here.device)
         dist.init_process_group("nccl", timeout=TIMEOUT, device_id=here.device)
     else:
         dist.init_process_group("gloo", timeout=TIMEOUT)
-    log.info("rank %d of %d on %s", rank, world_size, here.device)
+    log.info("rank %d of %d on %s", here.rank, here.world_size, here.device)
     try:
-        yield here
+        yield
     finally:
         dist.destroy_process_group()

@@ -31,6 +31,7 @@ from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_c
 from oct_assets.ml.distributed import (
     Placement,
     placement,
+    process_group,
     resolve_device,  # noqa: F401 (predict imports it here)
     usable_cpus,
 )
@@ -124,12 +125,13 @@ def train_model(
     started = time.perf_counter()
     sample = read_sample(Path(sample_dir))
     require_all_classes(sample, "train")
-    with placement(config.device) as here:
-        if config.batch_size % here.world_size:
-            raise OctMLError(
-                f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
-                f"a multiple of the world size {here.world_size}"
-            )
+    here = placement(config.device)
+    if config.batch_size % here.world_size:
+        raise OctMLError(
+            f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
+            f"a multiple of the world size {here.world_size}"
+        )
+    with process_group(here):
         threads = config.threads or max(1, usable_cpus() // here.local_world_size)
         with deterministic_torch(config.seed, threads, here.device):
             net = build_net(config, len(sample.classes))  # checks image_size before decoding
