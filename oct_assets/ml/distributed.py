@@ -28,14 +28,6 @@ log = logging.getLogger(__name__)
 TIMEOUT = timedelta(hours=2)
 
 
-def usable_cpus() -> int:
-    """Cores this process may run on (a Slurm or container CPU set), not all the machine's."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
 class Placement:
     """This process's rank and device; `world_size == 1` means training alone."""

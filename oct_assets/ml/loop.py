@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.augment import augment
-from oct_assets.ml.cache import DecodedImages, decoded_images
+from oct_assets.ml.cache import DecodedImages, decoded_images, usable_cpus
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
 from oct_assets.ml.distributed import (
@@ -33,7 +33,6 @@ from oct_assets.ml.distributed import (
     placement,
     process_group,
     resolve_device,  # noqa: F401 (predict imports it here)
-    usable_cpus,
 )
 from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.nets import build_net, min_image_size, to_input
