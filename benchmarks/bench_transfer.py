@@ -5,7 +5,7 @@
 Starts a private sshd on 127.0.0.1 (the test fixtures' `start_sshd`; needs root), or reuses the
 one described by OCT_BENCH_* variables (HOST must be loopback, PORT, USER, KEY_FILE,
 KNOWN_HOSTS, REMOTE_DIR). Writes a random file remotely, then fetches it alternately with
-`ClusterResource.download` (SFTP, sha256-verified, fsynced, renamed into place) and with
+`transfer.download` (SFTP, sha256-verified, fsynced, renamed into place) and with
 `scp` (OpenSSH >= 9 speaks SFTP too; no verification, no fsync; its default cipher is
 chacha20-poly1305, `--scp-cipher aes128-gcm@openssh.com` gives it the resource's cipher),
 swapping the order each round so that neither always runs on a warmer machine. Prints MB/s
@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from oct_assets.cluster import transfer
 from oct_assets.resources.cluster import ClusterResource
 from oct_assets_tests.fixtures_cluster import SshServer, start_sshd
 
@@ -114,7 +115,7 @@ def main() -> None:
                 for tool in order:
                     target = workdir / f"{tool}.bin"
                     if tool == "resource":
-                        seconds = res.download(remote, target).seconds
+                        seconds = transfer.download(res.session, remote, target).seconds
                         ours.append(size / seconds / 1e6)
                     else:
                         seconds = _scp(

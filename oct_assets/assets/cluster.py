@@ -13,19 +13,23 @@ import json
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dagster import AssetExecutionContext, Config, Output, asset
 from pydantic import Field
 
 from oct_assets.assets.model import TrainedModelConfig, describe_model
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
+from oct_assets.cluster.slurm import SlurmJobSpec
 from oct_assets.dataset.layout import CLASSES
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.formats import MODEL_FILES, MODEL_JSON, TRAIN_CONFIG_JSON
 from oct_assets.paths import PROJECT_ROOT
-from oct_assets.resources.cluster import ClusterResource, SlurmJobSpec
+from oct_assets.resources.cluster import ClusterResource
 from oct_assets.store.artifact import Artifact
+
+if TYPE_CHECKING:  # paramiko loads with the first session, not with the definitions
+    from oct_assets.cluster.ssh import SSHSession
 
 
 class SlurmSettings(Config):
@@ -79,7 +83,7 @@ def _fetch(
     context: AssetExecutionContext, config: ClusterModelConfig, cluster: ClusterResource
 ) -> Output[Artifact]:
     remote = cluster.remote_path(config.remote_model_path)
-    sums = {name: cluster.sha256(f"{remote}/{name}") for name in MODEL_FILES}
+    sums = {name: cluster.session.sha256(f"{remote}/{name}") for name in MODEL_FILES}
     content = model_content_hash(sums)
     context.log.info(f"remote model {remote}: content sha256 {content[:16]}")
 
@@ -114,7 +118,7 @@ def _train(
 
     def build(tmp: Path) -> dict[str, Any]:
         remote_out = cluster.remote_path("models", salt)
-        if cluster.exists(f"{remote_out}/{MODEL_JSON}"):
+        if cluster.session.exists(f"{remote_out}/{MODEL_JSON}"):
             context.log.info(f"the cluster already has this model at {remote_out}; fetching it")
             job_info: dict[str, Any] = {"job": "reused"}
         else:
@@ -140,16 +144,20 @@ def _run_training_job(
     salt: str,
 ) -> dict[str, Any]:
     """Upload sample and code, sbatch the trainer, follow it, and leave the model remotely."""
+    from oct_assets.cluster import slurm as sl
+    from oct_assets.cluster import transfer  # paramiko loads with the first session
+
+    session = cluster.session
     remote_sample = cluster.remote_path("samples", sample.salt)
-    sent = cluster.upload_dir(sample.path, remote_sample)
+    sent = transfer.upload_dir(session, sample.path, remote_sample)
     context.log.info(
         f"sample at {remote_sample}: {len(sent.uploaded)} files sent, "
         f"{len(sent.skipped)} already there"
     )
-    remote_code = _upload_ml_code(cluster)
+    remote_code = _upload_ml_code(session)
     job_dir = cluster.remote_path("jobs", salt)
     config_file = f"{job_dir}/{TRAIN_CONFIG_JSON}"
-    cluster.write_bytes(json.dumps(training, indent=2).encode(), config_file)
+    transfer.write_bytes(session, json.dumps(training, indent=2).encode(), config_file)
     remote_out = cluster.remote_path("models", salt)
     partial = f"{remote_out}.partial"
     q = shlex.quote
@@ -174,9 +182,10 @@ def _run_training_job(
             f"rm -rf {q(partial)} && mkdir -p {q(partial)}",
         ],
     )
-    job = cluster.submit_job(spec)
+    job = sl.submit(session, spec)
     context.log.info(f"submitted Slurm job {job.job_id}; log {job.log_path}")
-    status = cluster.wait_for_job(
+    status = sl.wait(
+        session,
         job,
         poll_interval_s=slurm.poll_interval_s,
         timeout_s=slurm.timeout_s,
@@ -185,20 +194,22 @@ def _run_training_job(
     return {"job_id": job.job_id, "slurm_state": status.state, "job_log": job.log_path}
 
 
-def _upload_ml_code(cluster: ClusterResource) -> str:
+def _upload_ml_code(session: "SSHSession") -> str:
     """Upload `oct_assets/ml` (all the node needs) to a folder named by its content hash."""
+    from oct_assets.cluster import transfer
+
     package = PROJECT_ROOT / "oct_assets"
     files = [package / "__init__.py", *sorted((package / "ml").glob("*.py"))]
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
-    remote_code = cluster.remote_path("code", digest.hexdigest()[:16])
+    remote_code = session.resolve(f"code/{digest.hexdigest()[:16]}")
     with tempfile.TemporaryDirectory() as stage:
         for f in files:
             target = Path(stage, "oct_assets", f.relative_to(package))
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(f.read_bytes())
-        cluster.upload_dir(stage, remote_code)
+        transfer.upload_dir(session, Path(stage), remote_code)
     return remote_code
 
 
@@ -209,9 +220,11 @@ def _download_model(
     dest: Path,
     expected: dict[str, str] | None,
 ) -> None:
-    """Download the model files (each sha256-verified end to end by the resource)."""
+    """Download the model files (each sha256-verified end to end)."""
+    from oct_assets.cluster import transfer
+
     for name in MODEL_FILES:
-        result = cluster.download(f"{remote}/{name}", dest / name)
+        result = transfer.download(cluster.session, f"{remote}/{name}", dest / name)
         if expected is not None and result.sha256 != expected[name]:
             raise RuntimeError(
                 f"{remote}/{name} changed during the transfer (sha256 {result.sha256} != "

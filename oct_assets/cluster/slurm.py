@@ -1,12 +1,14 @@
 """Slurm over SSH: render a batch script, submit it, follow its state and log, cancel it.
 
-Free of anything asset-specific and of paramiko: every function takes a `RemoteShell` (the
-cluster resource's SSH session). Accounting (`sacct`) is not assumed; a job is followed with
+Free of anything asset-specific and of paramiko: every function takes a `RemoteShell` (an
+`SSHSession`, handed over directly). Accounting (`sacct`) is not assumed; a job is followed with
 `squeue`, and with `scontrol show job` once it has left the queue.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import logging
 import posixpath
 import re
@@ -80,7 +82,7 @@ class RemoteShell(Protocol):
         self, command: str, *, timeout: float | None = None, check: bool = False, retry: bool = True
     ) -> CommandResult: ...
 
-    def write_bytes(self, data: bytes, remote: str) -> str: ...
+    def resolve(self, path: str) -> str: ...
 
     def read_tail(self, path: str, max_bytes: int = 8192) -> str: ...
 
@@ -192,10 +194,27 @@ def render_batch_script(spec: SlurmJobSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_script(shell: RemoteShell, spec: SlurmJobSpec) -> str:
+    """Write the batch script atomically beside the job's outputs with one command; its path."""
+    script = spec.script_path
+    encoded = base64.b64encode(render_batch_script(spec).encode()).decode()
+    q = shlex.quote
+    tmp = f"{q(script)}.tmp-$$"  # $$: the remote shell's pid, unique per writer
+    shell.run(
+        f"mkdir -p -- {q(spec.workdir)} {q(posixpath.dirname(spec.output_path))} &&"
+        f" echo {encoded} | base64 -d > {tmp} && mv -f -- {tmp} {q(script)}",
+        check=True,
+    )
+    return script
+
+
 def submit(shell: RemoteShell, spec: SlurmJobSpec) -> SlurmJob:
-    """Write the script next to the job's outputs and `sbatch` it (never retried: no duplicates)."""
-    script = shell.write_bytes(render_batch_script(spec).encode(), spec.script_path)
-    shell.run(f"mkdir -p -- {shlex.quote(posixpath.dirname(spec.output_path))}", check=True)
+    """Write the script next to the job's outputs and `sbatch` it (never retried: no duplicates).
+
+    A relative `workdir` is resolved under the session's remote folder.
+    """
+    spec = dataclasses.replace(spec, workdir=shell.resolve(spec.workdir))
+    script = write_script(shell, spec)
     result = shell.run(f"sbatch --parsable {shlex.quote(script)}", retry=False)
     job_id_text = result.stdout.strip().split(";")[0]
     if not result.ok or not job_id_text.isdigit():

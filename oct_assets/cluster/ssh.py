@@ -2,8 +2,10 @@
 
 Nothing here knows about Dagster or Slurm. `SSHSession` holds one paramiko connection, opens it
 on first use, reopens it when it drops, and never retries authentication or host-key failures.
-File transfers live in `transfer.py`; the session's transfer methods delegate to it. Loading
-this module loads paramiko, so the resource imports it only when a session is first needed.
+File transfers live in `transfer.py`, which imports this module (never the reverse). There is one
+retry layer: the outermost `retrying` call owns the attempts, and operations nested in it (the
+commands a transfer runs) run once and let a dropped connection reach it. Loading this module
+loads paramiko, so the resource imports it only when a session is first needed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from typing import TypeVar
 
 import paramiko
 
-from oct_assets.cluster import transfer
 from oct_assets.cluster.errors import (
     ClusterAuthError,
     ClusterCommandError,
@@ -34,22 +35,14 @@ from oct_assets.cluster.errors import (
     ClusterHostKeyError,
     RemoteFileNotFoundError,
 )
-from oct_assets.cluster.transfer import (
+from oct_assets.cluster.sftp import (
     CHUNK_BYTES,
     open_sftp,
     parse_sha256sum,
     sftp_stat,
     sha256_from_result,
 )
-from oct_assets.cluster.types import (
-    CommandResult,
-    DirUploadResult,
-    Progress,
-    RemoteFileDigest,
-    RemoteStat,
-    SSHSettings,
-    TransferResult,
-)
+from oct_assets.cluster.types import CommandResult, RemoteFileDigest, RemoteStat, SSHSettings
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +127,7 @@ class SSHSession:
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
         self._retries = settings.retries
+        self._depth = 0  # > 0 while inside `retrying`: nested operations do not retry again
 
     # -- connection -------------------------------------------------------------------------
 
@@ -230,13 +224,23 @@ class SSHSession:
         return isinstance(exc, OSError) and not self.alive()
 
     def retrying(self, what: str, op: Callable[[], T]) -> T:
-        """Run `op`, reconnecting with exponential backoff when the connection drops."""
+        """Run `op`, reconnecting with exponential backoff when the connection drops.
+
+        Nested calls (an operation inside another's `op`) run once: the outermost call is the
+        only retry layer, so attempts never multiply.
+        """
+        if self._depth:
+            return op()
         retries = self._retries
         attempt = 0
         while True:
             try:
                 with self._lock:
-                    return op()
+                    self._depth += 1
+                    try:
+                        return op()
+                    finally:
+                        self._depth -= 1
             except BaseException as exc:
                 if not self._is_connection_drop(exc):
                     raise
@@ -349,7 +353,12 @@ class SSHSession:
         check: bool = False,
         retry: bool = True,
     ) -> CommandResult:
-        """Run a shell command; `retry=False` for commands that must not run twice (sbatch)."""
+        """Run a shell command; `retry=False` for commands that must not run twice (sbatch).
+
+        `timeout=None` uses the settings' `command_timeout_s`.
+        """
+        if timeout is None:
+            timeout = self.settings.command_timeout_s
 
         def op() -> CommandResult:
             return self.finish(self.start(command), command, timeout)
@@ -376,11 +385,6 @@ class SSHSession:
                 result,
             )
         return result
-
-    def mkdir(self, path: str) -> str:
-        target = self.resolve(path)
-        self.run(f"mkdir -p -- {shlex.quote(target)}", check=True)
-        return target
 
     # -- files ------------------------------------------------------------------------------
 
@@ -433,19 +437,6 @@ class SSHSession:
             found[name] = RemoteFileDigest(path, int(size), float(mtime), digests[name])
         return found
 
-    def remove(self, path: str) -> None:
-        target = self.resolve(path)
-
-        def op() -> None:
-            try:
-                self.sftp().remove(target)
-            except FileNotFoundError:
-                raise RemoteFileNotFoundError(
-                    f"remote path {self.settings.host}:{target} does not exist"
-                ) from None
-
-        self.retrying(f"remove {target}", op)
-
     def read_tail(self, path: str, max_bytes: int = 8192) -> str:
         """Last `max_bytes` of a remote text file, starting at a line boundary when cut."""
         target = self.resolve(path)
@@ -486,24 +477,3 @@ class SSHSession:
             return data, start + len(data)
 
         return self.retrying(f"read {target}", op)
-
-    # -- transfers (transfer.py) ------------------------------------------------------------
-
-    def upload(
-        self, local: Path, remote: str, *, progress: Progress | None = None
-    ) -> TransferResult:
-        return transfer.upload(self, local, remote, progress=progress)
-
-    def download(
-        self, remote: str, local: Path, *, progress: Progress | None = None
-    ) -> TransferResult:
-        return transfer.download(self, remote, local, progress=progress)
-
-    def upload_dir(self, local_dir: Path, remote_dir: str) -> DirUploadResult:
-        return transfer.upload_dir(self, local_dir, remote_dir)
-
-    def write_bytes(self, data: bytes, remote: str) -> str:
-        return transfer.write_bytes(self, data, remote)
-
-    def remote_tree_sha256(self, remote_dir: str) -> dict[str, str]:
-        return transfer.remote_tree_sha256(self, remote_dir)

@@ -30,6 +30,7 @@ class SSHSettings:
     keepalive_interval_s: int = 30
     retries: int = 3
     retry_backoff_s: float = 1.0
+    command_timeout_s: float | None = 600.0
 
     @property
     def target(self) -> str:

@@ -9,85 +9,29 @@ environment variables that carry them, so they cannot reach run config, the UI o
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from oct_assets.cluster import slurm
-from oct_assets.cluster.errors import (
-    ClusterAuthError,
-    ClusterCommandError,
-    ClusterCommandTimeout,
-    ClusterConfigError,
-    ClusterConnectionError,
-    ClusterError,
-    ClusterHostKeyError,
-    RemoteFileNotFoundError,
-    TransferVerificationError,
-)
-from oct_assets.cluster.slurm import (
-    SlurmError,
-    SlurmJob,
-    SlurmJobFailedError,
-    SlurmJobNotFoundError,
-    SlurmJobSpec,
-    SlurmJobStatus,
-    SlurmSubmitError,
-    SlurmWaitTimeoutError,
-)
-from oct_assets.cluster.types import (
-    CommandResult,
-    DirUploadResult,
-    Progress,
-    RemoteFileDigest,
-    RemoteStat,
-    SSHSettings,
-    TransferResult,
-)
+from oct_assets.cluster.errors import ClusterConfigError
+from oct_assets.cluster.types import SSHSettings
 
 if TYPE_CHECKING:  # ssh.py loads paramiko: imported when the first session is created
     from oct_assets.cluster.ssh import SSHSession
-
-__all__ = [
-    "ENV_PREFIX",
-    "ClusterAuthError",
-    "ClusterCommandError",
-    "ClusterCommandTimeout",
-    "ClusterConfigError",
-    "ClusterConnectionError",
-    "ClusterError",
-    "ClusterHostKeyError",
-    "ClusterResource",
-    "CommandResult",
-    "DirUploadResult",
-    "RemoteFileDigest",
-    "RemoteFileNotFoundError",
-    "RemoteStat",
-    "SlurmError",
-    "SlurmJob",
-    "SlurmJobFailedError",
-    "SlurmJobNotFoundError",
-    "SlurmJobSpec",
-    "SlurmJobStatus",
-    "SlurmSubmitError",
-    "SlurmWaitTimeoutError",
-    "TransferResult",
-    "TransferVerificationError",
-    "cluster_resource_from_env",
-]
 
 ENV_PREFIX = "OCT_CLUSTER_"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
 class ClusterResource(dg.ConfigurableResource):
-    """SSH/SFTP/Slurm access to one cluster login node.
+    """Settings, a lazily created `SSHSession` and its lifecycle: nothing else.
+
+    Callers use the session directly (`cluster.session.run(...)`), the transfer functions
+    (`transfer.upload(cluster.session, ...)`) and the Slurm functions (`slurm.submit(session,
+    spec)`).
 
     Every connection field may be left `None`; it is then read from `OCT_CLUSTER_<NAME>` on first
     use (HOST, PORT, USER, KEY_FILE, KNOWN_HOSTS, REMOTE_DIR). Host keys are checked against
@@ -194,6 +138,7 @@ class ClusterResource(dg.ConfigurableResource):
             keepalive_interval_s=self.keepalive_interval_s,
             retries=self.retries,
             retry_backoff_s=self.retry_backoff_s,
+            command_timeout_s=self.command_timeout_s,
         )
 
     @property
@@ -228,102 +173,9 @@ class ClusterResource(dg.ConfigurableResource):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- commands and files -----------------------------------------------------------------
-
-    def connect(self) -> None:
-        """Connect now (with retries), e.g. to surface host-key or auth errors early."""
-        self.session.connect()
-
-    def single_attempt(self) -> contextlib.AbstractContextManager[None]:
-        """Within `with cluster.single_attempt():` nothing is retried (see `SSHSession`)."""
-        return self.session.single_attempt()
-
     def remote_path(self, *parts: str) -> str:
         """Absolute remote path of `parts` joined under `remote_dir`."""
         return self.session.resolve("/".join(parts) if parts else ".")
-
-    def run(
-        self, command: str, *, timeout: float | None = None, check: bool = False, retry: bool = True
-    ) -> CommandResult:
-        """Run a shell command on the login node (the password never goes on a command line)."""
-        return self.session.run(
-            command, timeout=timeout or self.command_timeout_s, check=check, retry=retry
-        )
-
-    def upload(
-        self, local: Path | str, remote: str, *, progress: Progress | None = None
-    ) -> TransferResult:
-        return self.session.upload(Path(local), remote, progress=progress)
-
-    def download(
-        self, remote: str, local: Path | str, *, progress: Progress | None = None
-    ) -> TransferResult:
-        return self.session.download(remote, Path(local), progress=progress)
-
-    def upload_dir(self, local_dir: Path | str, remote_dir: str) -> DirUploadResult:
-        return self.session.upload_dir(Path(local_dir), remote_dir)
-
-    def write_bytes(self, data: bytes, remote: str) -> str:
-        return self.session.write_bytes(data, remote)
-
-    def mkdir(self, remote: str) -> str:
-        return self.session.mkdir(remote)
-
-    def stat(self, remote: str) -> RemoteStat:
-        return self.session.stat(remote)
-
-    def exists(self, remote: str) -> bool:
-        return self.session.exists(remote)
-
-    def sha256(self, remote: str) -> str:
-        return self.session.sha256(remote)
-
-    def file_digests(
-        self, folder: str, names: Sequence[str], *, timeout: float | None = None
-    ) -> dict[str, RemoteFileDigest]:
-        """Size, mtime and sha256 of `names` in one remote folder, with one remote command."""
-        return self.session.file_digests(folder, names, timeout=timeout or self.command_timeout_s)
-
-    def remove(self, remote: str) -> None:
-        self.session.remove(remote)
-
-    def read_tail(self, remote: str, max_bytes: int = 8192) -> str:
-        return self.session.read_tail(remote, max_bytes)
-
-    def read_from(self, remote: str, offset: int, max_bytes: int = 1 << 20) -> tuple[bytes, int]:
-        return self.session.read_from(remote, offset, max_bytes)
-
-    # -- Slurm (the helpers get `self`, so their commands use command_timeout_s) ------------
-
-    def submit_job(self, spec: SlurmJobSpec) -> SlurmJob:
-        """Render, upload and `sbatch` a job; a relative `workdir` lives under `remote_dir`."""
-        spec = dataclasses.replace(spec, workdir=self.session.resolve(spec.workdir))
-        return slurm.submit(self, spec)
-
-    def job_status(self, job_id: int) -> SlurmJobStatus:
-        return slurm.job_status(self, job_id)
-
-    def cancel_job(self, job_id: int) -> None:
-        slurm.cancel(self, job_id)
-
-    def wait_for_job(
-        self,
-        job: SlurmJob,
-        *,
-        poll_interval_s: float = 5.0,
-        timeout_s: float | None = None,
-        on_log_line: Callable[[str], None] | None = None,
-        cancel_on_abort: bool = True,
-    ) -> SlurmJobStatus:
-        """Block until `job` ends; see `slurm.wait` (raises `SlurmJobFailedError` on failure)."""
-        return slurm.wait(
-            self,
-            job,
-            poll_interval_s=poll_interval_s,
-            timeout_s=timeout_s,
-            on_log_line=on_log_line,
-            cancel_on_abort=cancel_on_abort,
-        )
 
 
 def cluster_resource_from_env() -> ClusterResource:

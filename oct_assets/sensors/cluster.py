@@ -61,8 +61,8 @@ def cluster_model_sensor(
     """
     path = os.environ.get(CLUSTER_MODEL_PATH_ENV) or DEFAULT_CLUSTER_MODEL_PATH
     try:
-        with cluster.single_attempt():
-            files = cluster.file_digests(path, MODEL_FILES, timeout=CLUSTER_PROBE_TIMEOUT_S)
+        with cluster.session.single_attempt():
+            files = cluster.session.file_digests(path, MODEL_FILES, timeout=CLUSTER_PROBE_TIMEOUT_S)
     except ClusterConfigError as exc:
         return SkipReason(_one_line(str(exc)))
     except ClusterConnectionError as exc:

@@ -14,17 +14,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from oct_assets.resources.cluster import (
+from oct_assets.cluster import transfer
+from oct_assets.cluster.errors import (
     ClusterAuthError,
     ClusterCommandError,
     ClusterCommandTimeout,
     ClusterConfigError,
     ClusterConnectionError,
     ClusterHostKeyError,
-    ClusterResource,
     RemoteFileNotFoundError,
-    cluster_resource_from_env,
 )
+from oct_assets.resources.cluster import ClusterResource, cluster_resource_from_env
 from oct_assets_tests.fixtures_cluster import SshServer
 
 pytestmark = pytest.mark.cluster
@@ -51,16 +51,16 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_run_returns_exit_code_stdout_stderr(cluster: ClusterResource) -> None:
-    result = cluster.run("echo out; echo err >&2; exit 3")
+    result = cluster.session.run("echo out; echo err >&2; exit 3")
     assert (result.exit_code, result.stdout, result.stderr) == (3, "out\n", "err\n")
     with pytest.raises(ClusterCommandError, match="exited 3"):
-        cluster.run("echo broken >&2; exit 3", check=True)
+        cluster.session.run("echo broken >&2; exit 3", check=True)
 
 
 def test_run_timeout(cluster: ClusterResource) -> None:
     with pytest.raises(ClusterCommandTimeout, match="sleep 30"):
-        cluster.run("sleep 30", timeout=0.5)
-    assert cluster.run("echo still usable").stdout == "still usable\n"
+        cluster.session.run("sleep 30", timeout=0.5)
+    assert cluster.session.run("echo still usable").stdout == "still usable\n"
 
 
 # -- authentication -------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_key_auth(sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch, ke
     if key == "ed25519_passphrase":
         no_cluster_env.setenv("OCT_CLUSTER_KEY_PASSPHRASE", sshd_server.passphrase)
     with sshd_server.resource(key_file=str(sshd_server.keys[key])) as resource:
-        assert resource.run("whoami").stdout.strip() == sshd_server.user
+        assert resource.session.run("whoami").stdout.strip() == sshd_server.user
 
 
 def test_encrypted_key_without_passphrase_names_the_variable(
@@ -79,11 +79,11 @@ def test_encrypted_key_without_passphrase_names_the_variable(
 ) -> None:
     resource = sshd_server.resource(key_file=str(sshd_server.keys["ed25519_passphrase"]))
     with pytest.raises(ClusterAuthError, match="OCT_CLUSTER_KEY_PASSPHRASE"):
-        resource.run("true")
+        resource.session.run("true")
     no_cluster_env.setenv("OCT_CLUSTER_KEY_PASSPHRASE", "not-the-passphrase-xyz")
     resource = sshd_server.resource(key_file=str(sshd_server.keys["ed25519_passphrase"]))
     with pytest.raises(ClusterAuthError, match="cannot decrypt") as info:
-        resource.run("true")
+        resource.session.run("true")
     assert "not-the-passphrase-xyz" not in str(info.value)
 
 
@@ -95,7 +95,7 @@ def test_password_auth_keeps_the_password_out_of_dagster(
 
     @dg.asset
     def whoami(cluster: ClusterResource) -> str:
-        return cluster.run("id -un").stdout.strip()
+        return cluster.session.run("id -un").stdout.strip()
 
     result = dg.materialize([whoami], resources={"cluster": resource})
     assert result.output_for_node("whoami") == sshd_server.user
@@ -120,7 +120,7 @@ def test_wrong_password_is_a_clear_error_without_the_secret(
     no_cluster_env.setenv("OCT_CLUSTER_PASSWORD", wrong)
     resource = sshd_server.resource(username=sshd_server.user, key_file=None)
     with pytest.raises(ClusterAuthError) as info:
-        resource.run("true")
+        resource.session.run("true")
     message = str(info.value)
     assert f"{sshd_server.user}@127.0.0.1:{sshd_server.port}" in message
     assert "password" in message
@@ -139,7 +139,7 @@ def test_wrong_key_is_refused_without_retrying(
     with pytest.raises(
         ClusterAuthError, match=rf"{sshd_server.user}@127.0.0.1:{sshd_server.port}.*public key"
     ):
-        resource.run("true")
+        resource.session.run("true")
     assert "retry" not in caplog.text
 
 
@@ -159,7 +159,7 @@ def test_unknown_host_key_is_refused(
         known_hosts.write_text("")
     resource = sshd_server.resource(known_hosts=str(known_hosts), retries=2)
     with pytest.raises(ClusterHostKeyError) as info:
-        resource.run("true")
+        resource.session.run("true")
     assert "retry" not in caplog.text
     message = str(info.value)
     assert f"127.0.0.1:{sshd_server.port}" in message
@@ -184,7 +184,7 @@ def test_changed_host_key_is_refused_even_with_tofu(
     before = known_hosts.read_text()
     resource = sshd_server.resource(known_hosts=str(known_hosts), trust_on_first_use=tofu)
     with pytest.raises(ClusterHostKeyError, match="changed") as info:
-        resource.run("true")
+        resource.session.run("true")
     assert f"127.0.0.1:{sshd_server.port}" in str(info.value)
     assert fingerprint(sshd_server.host_key.with_suffix(".pub")) in str(info.value)
     assert known_hosts.read_text() == before
@@ -198,12 +198,12 @@ def test_trust_on_first_use_records_the_key(
 ) -> None:
     known_hosts = tmp_path / "ssh" / "known_hosts"
     with sshd_server.resource(known_hosts=str(known_hosts), trust_on_first_use=True) as resource:
-        assert resource.run("true").ok
+        assert resource.session.run("true").ok
     assert known_hosts.read_text().strip() == sshd_server.known_hosts_line
     assert oct(known_hosts.stat().st_mode & 0o777) == "0o600"
     assert fingerprint(sshd_server.host_key.with_suffix(".pub")) in caplog.text
     with sshd_server.resource(known_hosts=str(known_hosts)) as strict:
-        assert strict.run("true").ok
+        assert strict.session.run("true").ok
 
 
 # -- transfers ------------------------------------------------------------------------------
@@ -215,16 +215,16 @@ def test_upload_and_download_are_verified_and_atomic(
     data = os.urandom(3 * 2**20 + 17)
     local = tmp_path / "payload.bin"
     local.write_bytes(data)
-    sent = cluster.upload(local, "transfer/sub/payload.bin")
+    sent = transfer.upload(cluster.session, local, "transfer/sub/payload.bin")
     remote = sshd_server.remote_dir / "transfer" / "sub" / "payload.bin"
     assert sent.destination == str(remote)
     assert remote.read_bytes() == data
-    assert cluster.sha256("transfer/sub/payload.bin") == sha256_bytes(data) == sent.sha256
+    assert cluster.session.sha256("transfer/sub/payload.bin") == sha256_bytes(data) == sent.sha256
 
     back = tmp_path / "back" / "payload.bin"
-    got = cluster.download(str(remote), back)
+    got = transfer.download(cluster.session, str(remote), back)
     assert back.read_bytes() == data and got.sha256 == sha256_bytes(data)
-    assert cluster.stat("transfer/sub/payload.bin").size == len(data)
+    assert cluster.session.stat("transfer/sub/payload.bin").size == len(data)
     assert leftovers(sshd_server.remote_dir) == [] and leftovers(tmp_path) == []
 
 
@@ -234,25 +234,25 @@ def test_download_sizes_around_the_read_block(
 ) -> None:
     data = os.urandom(size)
     (sshd_server.remote_dir / f"edge{size}.bin").write_bytes(data)
-    result = cluster.download(f"edge{size}.bin", tmp_path / "edge.bin")
+    result = transfer.download(cluster.session, f"edge{size}.bin", tmp_path / "edge.bin")
     assert (tmp_path / "edge.bin").read_bytes() == data and result.size == size
 
 
 def test_missing_remote_file_names_the_path(cluster: ClusterResource, tmp_path: Path) -> None:
     target = tmp_path / "never.bin"
     with pytest.raises(RemoteFileNotFoundError, match=r"no/such/file\.bin") as info:
-        cluster.download("no/such/file.bin", target)
+        transfer.download(cluster.session, "no/such/file.bin", target)
     assert isinstance(info.value, FileNotFoundError)
     assert list(tmp_path.iterdir()) == []
-    for op in (cluster.sha256, cluster.stat, cluster.read_tail):
+    for op in (cluster.session.sha256, cluster.session.stat, cluster.session.read_tail):
         with pytest.raises(RemoteFileNotFoundError, match=r"no/such/file\.bin"):
             op("no/such/file.bin")
-    assert not cluster.exists("no/such/file.bin")
+    assert not cluster.session.exists("no/such/file.bin")
 
 
 def _big_remote_file(cluster: ClusterResource, name: str, mib: int) -> str:
     path = cluster.remote_path("drops", name)
-    cluster.run(f"mkdir -p {os.path.dirname(path)} && head -c {mib}M /dev/urandom > {path}")
+    cluster.session.run(f"mkdir -p {os.path.dirname(path)} && head -c {mib}M /dev/urandom > {path}")
     return path
 
 
@@ -264,7 +264,7 @@ def test_download_recovers_from_a_dropped_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     remote = _big_remote_file(cluster, "big.bin", 64)
-    expected = cluster.sha256(remote)
+    expected = cluster.session.sha256(remote)
     killed: list[int] = []
 
     def drop_once(done: int, total: int) -> None:
@@ -272,7 +272,7 @@ def test_download_recovers_from_a_dropped_connection(
             killed.append(sshd_server.kill_sessions())
 
     local = tmp_path / "out" / "big.bin"
-    result = cluster.download(remote, local, progress=drop_once)
+    result = transfer.download(cluster.session, remote, local, progress=drop_once)
     assert killed and killed[0] > 0
     assert "retry 1/" in caplog.text
     assert result.sha256 == expected == hashlib.sha256(local.read_bytes()).hexdigest()
@@ -291,7 +291,7 @@ def test_download_that_keeps_failing_leaves_no_file(
                 sshd_server.kill_sessions()
 
         with pytest.raises(ClusterConnectionError, match="download"):
-            resource.download(remote, tmp_path / "big0.bin", progress=drop)
+            transfer.download(resource.session, remote, tmp_path / "big0.bin", progress=drop)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -307,7 +307,7 @@ def test_upload_recovers_from_a_dropped_connection(
         if not killed and done >= 8 * 2**20:
             killed.append(sshd_server.kill_sessions())
 
-    result = cluster.upload(local, "drops/up.bin", progress=drop_once)
+    result = transfer.upload(cluster.session, local, "drops/up.bin", progress=drop_once)
     assert killed and killed[0] > 0
     remote = sshd_server.remote_dir / "drops" / "up.bin"
     assert result.sha256 == hashlib.sha256(remote.read_bytes()).hexdigest()
@@ -326,11 +326,11 @@ def test_upload_dir_skips_files_that_match(
         folder = sample / ("NORMAL" if i % 2 else "CNV")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"scan {i:02d}.jpeg").write_bytes(os.urandom(2000 + i))
-    first = cluster.upload_dir(sample, "samples/s1")
+    first = transfer.upload_dir(cluster.session, sample, "samples/s1")
     assert len(first.uploaded) == 12 and first.skipped == ()
 
     caplog.set_level(logging.DEBUG, logger="oct_assets.cluster.ssh")
-    second = cluster.upload_dir(sample, "samples/s1")
+    second = transfer.upload_dir(cluster.session, sample, "samples/s1")
     assert second.uploaded == () and len(second.skipped) == 12
     commands = [r.getMessage() for r in caplog.records if "$ " in r.getMessage()]
     assert len(commands) == 1 and "sha256sum" in commands[0]  # one round trip, not twelve
@@ -338,7 +338,7 @@ def test_upload_dir_skips_files_that_match(
     (sample / "CNV" / "scan 00.jpeg").write_bytes(b"changed")
     (sample / "DME").mkdir()
     (sample / "DME" / "new.jpeg").write_bytes(b"new")
-    third = cluster.upload_dir(sample, "samples/s1")
+    third = transfer.upload_dir(cluster.session, sample, "samples/s1")
     assert sorted(third.uploaded) == ["CNV/scan 00.jpeg", "DME/new.jpeg"]
     remote = sshd_server.remote_dir / "samples" / "s1"
     for path in sample.rglob("*.jpeg"):
@@ -348,13 +348,13 @@ def test_upload_dir_skips_files_that_match(
 
 def test_read_from_follows_a_growing_file(cluster: ClusterResource) -> None:
     log = cluster.remote_path("logs", "job.log")
-    assert cluster.read_from(log, 0) == (b"", 0)  # not written yet
-    cluster.run(f"mkdir -p {os.path.dirname(log)} && printf 'one\\ntwo\\n' > {log}")
-    data, offset = cluster.read_from(log, 0)
+    assert cluster.session.read_from(log, 0) == (b"", 0)  # not written yet
+    cluster.session.run(f"mkdir -p {os.path.dirname(log)} && printf 'one\\ntwo\\n' > {log}")
+    data, offset = cluster.session.read_from(log, 0)
     assert (data, offset) == (b"one\ntwo\n", 8)
-    cluster.run(f"printf 'three\\n' >> {log}")
-    assert cluster.read_from(log, offset) == (b"three\n", 14)
-    assert cluster.read_tail(log, max_bytes=9) == "three\n"
+    cluster.session.run(f"printf 'three\\n' >> {log}")
+    assert cluster.session.read_from(log, offset) == (b"three\n", 14)
+    assert cluster.session.read_tail(log, max_bytes=9) == "three\n"
 
 
 # -- configuration from the environment -----------------------------------------------------
@@ -364,7 +364,7 @@ def test_factory_reads_nothing_until_used(no_cluster_env: pytest.MonkeyPatch) ->
     resource = cluster_resource_from_env()
     dg.Definitions(resources={"cluster": resource})  # loading must not raise
     with pytest.raises(ClusterConfigError) as info:
-        resource.run("true")
+        resource.session.run("true")
     message = str(info.value)
     for name in ("HOST", "USER", "REMOTE_DIR", "KEY_FILE"):
         assert f"OCT_CLUSTER_{name}" in message
@@ -425,7 +425,7 @@ def test_factory_uses_the_environment(
         no_cluster_env.setenv(f"OCT_CLUSTER_{name}", value)
     with cluster_resource_from_env() as resource:
         assert resource.remote_path("x") == str(sshd_server.remote_dir / "from_env" / "x")
-        assert resource.run("whoami").stdout.strip() == sshd_server.user
+        assert resource.session.run("whoami").stdout.strip() == sshd_server.user
 
 
 def test_explicit_fields_and_envvar_beat_defaults(
@@ -435,9 +435,44 @@ def test_explicit_fields_and_envvar_beat_defaults(
     no_cluster_env.setenv("MY_PORT", str(sshd_server.port))
     with sshd_server.resource(port=dg.EnvVar.int("MY_PORT")) as resource:
         assert resource.settings().host == "127.0.0.1"
-        assert resource.run("true").ok
+        assert resource.session.run("true").ok
     no_cluster_env.setenv("OCT_CLUSTER_PORT", "ssh")
     with pytest.raises(ClusterConfigError, match="'ssh' is not a TCP port"):
         ClusterResource(
             host="h", username="u", remote_dir="/r", key_file=str(sshd_server.keys["rsa"])
         ).settings()
+
+
+# -- one retry layer, arrows one way ---------------------------------------------------------
+
+
+def test_nested_operations_do_not_multiply_attempts() -> None:
+    """An operation inside another's retried `op` runs once; the outer layer owns the retries."""
+    from oct_assets.cluster.ssh import SSHSession
+    from oct_assets.cluster.types import SSHSettings
+
+    session = SSHSession(SSHSettings(host="h", username="u", retries=2, retry_backoff_s=0))
+    calls: list[str] = []
+
+    def inner() -> None:
+        calls.append("inner")
+        raise EOFError("dropped")
+
+    with pytest.raises(ClusterConnectionError, match="after 3 attempt"):
+        session.retrying("outer", lambda: session.retrying("inner", inner))
+    assert calls == ["inner"] * 3  # not 3 x 3
+
+
+def test_ssh_never_imports_transfer() -> None:
+    import ast
+
+    import oct_assets.cluster as package
+
+    folder = Path(package.__file__).parent
+    for name in ("ssh.py", "sftp.py", "errors.py", "types.py"):
+        tree = ast.parse((folder / name).read_text())
+        imported = {
+            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+        } | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "oct_assets.cluster.transfer" not in imported, name
+        assert not any(m.split(".")[0] == "dagster" for m in imported), name

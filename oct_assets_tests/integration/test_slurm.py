@@ -7,15 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from oct_assets.cluster.slurm import render_batch_script
-from oct_assets.resources.cluster import (
-    ClusterResource,
+from oct_assets.cluster import slurm as sl
+from oct_assets.cluster.slurm import (
     SlurmJobFailedError,
     SlurmJobNotFoundError,
     SlurmJobSpec,
     SlurmSubmitError,
     SlurmWaitTimeoutError,
+    render_batch_script,
 )
+from oct_assets.cluster.ssh import SSHSession
 from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
 
 POLL_S = 0.3
@@ -24,9 +25,9 @@ POLL_S = 0.3
 @pytest.fixture
 def slurm(
     slurm_cluster: SlurmCluster, sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch
-) -> Iterator[ClusterResource]:
+) -> Iterator[SSHSession]:
     with sshd_server.resource() as resource:
-        yield resource
+        yield resource.session
 
 
 def spec(name: str, command: str, **kwargs) -> SlurmJobSpec:
@@ -35,10 +36,10 @@ def spec(name: str, command: str, **kwargs) -> SlurmJobSpec:
     )
 
 
-def wait_for_state(resource: ClusterResource, job_id: int, states: set[str], timeout_s=30) -> str:
+def wait_for_state(session: SSHSession, job_id: int, states: set[str], timeout_s=30) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        state = resource.job_status(job_id).state
+        state = sl.job_status(session, job_id).state
         if state in states:
             return state
         time.sleep(POLL_S)
@@ -85,47 +86,47 @@ def test_spec_validation_names_every_bad_field() -> None:
 
 
 @pytest.mark.cluster
-def test_job_completes_and_streams_its_log(slurm: ClusterResource) -> None:
-    job = slurm.submit_job(spec("hello", "echo hello-$SLURM_JOB_ID; python3 -c 'print(6 * 7)'"))
+def test_job_completes_and_streams_its_log(slurm: SSHSession) -> None:
+    job = sl.submit(slurm, spec("hello", "echo hello-$SLURM_JOB_ID; python3 -c 'print(6 * 7)'"))
     lines: list[str] = []
-    status = slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=60, on_log_line=lines.append)
+    status = sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=60, on_log_line=lines.append)
     assert (status.state, status.exit_code) == ("COMPLETED", 0)
     assert f"hello-{job.job_id}" in lines and "42" in lines
-    assert job.log_path == slurm.remote_path("jobs", "hello", f"slurm-{job.job_id}.log")
+    assert job.log_path == slurm.resolve(f"jobs/hello/slurm-{job.job_id}.log")
     assert "42" in slurm.read_tail(job.log_path)
 
 
 @pytest.mark.cluster
-def test_failing_job_surfaces_state_and_log_tail(slurm: ClusterResource) -> None:
-    job = slurm.submit_job(spec("fails", "echo about to fail >&2; exit 3"))
+def test_failing_job_surfaces_state_and_log_tail(slurm: SSHSession) -> None:
+    job = sl.submit(slurm, spec("fails", "echo about to fail >&2; exit 3"))
     with pytest.raises(SlurmJobFailedError) as info:
-        slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=60)
+        sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=60)
     assert (info.value.status.state, info.value.status.exit_code) == ("FAILED", 3)
     assert "about to fail" in info.value.log_tail
     assert "FAILED" in str(info.value) and "about to fail" in str(info.value)
 
 
 @pytest.mark.cluster
-def test_cancel_a_running_job(slurm: ClusterResource) -> None:
-    job = slurm.submit_job(spec("sleeper", "sleep 300"))
+def test_cancel_a_running_job(slurm: SSHSession) -> None:
+    job = sl.submit(slurm, spec("sleeper", "sleep 300"))
     wait_for_state(slurm, job.job_id, {"RUNNING"})
-    slurm.cancel_job(job.job_id)
+    sl.cancel(slurm, job.job_id)
     assert wait_for_state(slurm, job.job_id, {"CANCELLED"}) == "CANCELLED"
     with pytest.raises(SlurmJobFailedError, match="CANCELLED"):
-        slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=30)
+        sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=30)
 
 
 @pytest.mark.cluster
-def test_wait_timeout_cancels_the_job(slurm: ClusterResource) -> None:
-    job = slurm.submit_job(spec("overtime", "echo started; sleep 300"))
+def test_wait_timeout_cancels_the_job(slurm: SSHSession) -> None:
+    job = sl.submit(slurm, spec("overtime", "echo started; sleep 300"))
     with pytest.raises(SlurmWaitTimeoutError, match="still"):
-        slurm.wait_for_job(job, poll_interval_s=POLL_S, timeout_s=2)
+        sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=2)
     assert wait_for_state(slurm, job.job_id, {"CANCELLED"}) == "CANCELLED"
 
 
 @pytest.mark.cluster
-def test_rejected_submission_and_unknown_job(slurm: ClusterResource) -> None:
+def test_rejected_submission_and_unknown_job(slurm: SSHSession) -> None:
     with pytest.raises(SlurmSubmitError, match="partition"):
-        slurm.submit_job(spec("nowhere", "true", partition="no_such_partition"))
+        sl.submit(slurm, spec("nowhere", "true", partition="no_such_partition"))
     with pytest.raises(SlurmJobNotFoundError):
-        slurm.job_status(987654)
+        sl.job_status(slurm, 987654)
