@@ -31,6 +31,7 @@ from oct_assets.ml.cache import usable_cpus
 from oct_assets.ml.config import TrainConfig, real_data_config
 from oct_assets.ml.data import read_sample
 from oct_assets.ml.decode import decode_rgb_float
+from oct_assets.ml.distributed import resolve_device
 from oct_assets.ml.loop import deterministic_torch
 from oct_assets.ml.nets import build_net, to_input
 from oct_assets.ml.train import train
@@ -47,15 +48,19 @@ def steady_rate(metrics: dict) -> float:
 def seed_data_path(sample_dir: Path, config: TrainConfig) -> dict:
     """Train the seed's way: full JPEG decode to RGB float every epoch, no cache, no augment.
 
-    Returns metrics shaped like `train`'s (history of per-epoch seconds and images/s).
+    Runs on the device the core would pick (with AMP on CUDA, as the core's loop did for this
+    baseline). Returns metrics shaped like `train`'s (per-epoch seconds and images/s).
     """
     sample = read_sample(sample_dir)
     rows, labels = sample.indices("train"), torch.from_numpy(sample.labels)
+    device = resolve_device(config.device)
+    amp = config.amp and device.type == "cuda"
     threads = config.threads or usable_cpus()
     rng, history = np.random.default_rng(config.seed), []
-    with deterministic_torch(config.seed, threads, torch.device("cpu")):
-        net = build_net(config, len(sample.classes)).to(memory_format=torch.channels_last)
+    with deterministic_torch(config.seed, threads, device):
+        net = build_net(config, len(sample.classes)).to(device, memory_format=torch.channels_last)
         opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
         bs = min(config.batch_size, len(rows))
         for _ in range(config.epochs):
             started, steps = time.perf_counter(), len(rows) // bs
@@ -65,12 +70,15 @@ def seed_data_path(sample_dir: Path, config: TrainConfig) -> dict:
                 batch = np.sort(order[k * bs : (k + 1) * bs])
                 pixels = [decode_rgb_float(sample.path(int(r)), config.image_size) for r in batch]
                 x = to_input(torch.from_numpy(np.stack(pixels)), net.in_channels)
-                loss = F.cross_entropy(
-                    net(x.contiguous(memory_format=torch.channels_last)), labels[batch]
-                )
+                x = x.to(device, memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                    loss = F.cross_entropy(net(x).float(), labels[batch].to(device))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - started
             history.append({"seconds": seconds, "images_per_second": steps * bs / seconds})
     return {
@@ -79,6 +87,8 @@ def seed_data_path(sample_dir: Path, config: TrainConfig) -> dict:
         "epochs_run": config.epochs,
         "threads": threads,
         "decode_seconds": 0.0,
+        "device": device.type,
+        "amp": amp,
     }
 
 
@@ -104,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 TrainConfig(architecture="seed", image_size=224, augment=False, **common),
             ),
         }
+        if torch.cuda.is_available():  # what mixed precision buys (TrainConfig.amp, CUDA only)
+            runs["compact, real-data config, AMP off"] = (
+                big,
+                real_data_config(amp=False, **common),
+            )
         rates = {}
         for k, (name, (sample, config)) in enumerate(runs.items()):
             if config.architecture == "seed":
@@ -114,11 +129,15 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{name:36s} {config.image_size:3d}px {rates[name]:8.1f} img/s"
                 f"  ({m['n_fit']} images x {m['epochs_run']} epochs, {m['threads']} threads,"
-                f" cache fill {m['decode_seconds']:.1f}s)"
+                f" cache fill {m['decode_seconds']:.1f}s, {m.get('device', 'cpu')},"
+                f" AMP {'on' if m.get('amp', False) else 'off'})"
             )
         base = rates["seed net, seed data path (224 RGB)"]
         for name in list(runs)[:2]:
             print(f"ratio {name} / seed: {rates[name] / base:.1f}x")
+        if "compact, real-data config, AMP off" in rates:
+            on, off = (rates[f"compact, real-data config, {k}"] for k in ("cached", "AMP off"))
+            print(f"ratio AMP on / off, real-data config: {on / off:.2f}x")
     return 0
 
 

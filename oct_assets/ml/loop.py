@@ -1,8 +1,9 @@
 """The training loop: a plain function over batches of row indices.
 
 Read uint8 squares from the decode cache, augment, step AdamW under a warm-up + cosine
-schedule, validate on held-out patients, keep the best epoch. `oct_assets.ml.train` is the
-public entry point and CLI; this module holds the torch-heavy part.
+schedule, validate on held-out patients, keep the best epoch; under torchrun, as one of
+several data-parallel ranks (`train_model`). `oct_assets.ml.train` is the public entry point
+and CLI; this module holds the torch-heavy part.
 """
 
 from __future__ import annotations
