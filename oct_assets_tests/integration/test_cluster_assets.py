@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, materialize
 
+from oct_assets.assets.cluster import cluster_model
 from oct_assets.assets.graph import CLUSTER_BRANCH, LOCAL_GRAPH
 from oct_assets.definitions import cluster_checks
 from oct_assets.ml.config import TrainConfig
@@ -107,6 +108,28 @@ def test_fetch_cache_hit_and_changed_remote_model(
     assert (
         meta(changed, "cluster_predictions")["salt"] != meta(first, "cluster_predictions")["salt"]
     )
+
+
+def test_fetch_needs_nothing_local(
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+    tiny_sample: Path,
+) -> None:
+    """Fetch mode on an empty data folder: no reduced_sample, no image tree, a fresh instance."""
+    path = remote_model(sshd_server, "fetched-alone", tiny_sample, seed=3)
+    data_env.mkdir(parents=True, exist_ok=True)
+    assert not any(data_env.iterdir())  # no reduced_sample, no images: nothing local
+    result = materialize(
+        [cluster_model],
+        instance=DagsterInstance.ephemeral(),
+        resources={"io_manager": LatestArtifactIOManager(), "cluster": sshd_server.resource()},
+        run_config={
+            "ops": {"cluster_model": {"config": {"mode": "fetch", "remote_model_path": path}}}
+        },
+    )
+    assert result.success
+    assert Path(meta(result, "cluster_model")["path"], "model.pt").is_file()
 
 
 def test_fetch_missing_remote_model_names_the_path(
