@@ -6,16 +6,25 @@ written atomically after the data file is in place, so its presence proves the d
 complete.
 Batches are read with `os.pread` rather than through a memmap so that resident memory stays
 flat however large the sample grows (the page cache still serves repeated epochs).
+
+A fill writes `.<key>.<pid>.<random>.u8.tmp` (and its `.claims/` folder) while holding an
+flock on it; the lock dies with the filler, however it dies, so the next fill removes the
+unlocked ones (a pid check would misjudge fillers in another PID namespace or on another
+node). Decode workers are killed by the kernel when the filler dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import re
 import shutil
+import signal
+import sys
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +40,16 @@ from oct_assets.ml.decode import DECODE_VERSION, decode_gray
 log = logging.getLogger(__name__)
 
 CHUNK = 32  # images per task: large enough to amortise IPC, small enough to balance
+TMP_SUFFIX = ".u8.tmp"  # a fill in progress (or a dead one, when nobody holds its flock)
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (a Slurm or container CPU set), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def default_cache_dir(sample_dir: Path) -> Path:
@@ -47,6 +66,70 @@ def _decode_into(target: str, rows: list[int], paths: list[str], size: int, fit:
     finally:
         os.close(fd)
     return len(rows)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Decode worker initializer: have the kernel SIGKILL this worker when its parent dies.
+
+    Without it, a SIGKILLed trainer leaves its workers (and, through them, multiprocessing's
+    resource tracker, which exits once every holder of its pipe is gone) running.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def sweep_dead_fills(cache_dir: Path) -> list[Path]:
+    """Remove the temp files and claim folders of fills whose process has died; return them.
+
+    A live filler holds an exclusive flock on its temp file, so a lock that can be taken
+    here proves the filler is gone. A claims folder without its temp file is always dead.
+    """
+    removed = []
+    for tmp in sorted(Path(cache_dir).glob(f".*{TMP_SUFFIX}")):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # finished or swept meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its filler is alive
+        else:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        finally:
+            os.close(fd)
+    for claims in sorted(Path(cache_dir).glob(f".*{TMP_SUFFIX}.claims")):
+        if not claims.with_suffix("").exists():
+            shutil.rmtree(claims, ignore_errors=True)
+            removed.append(claims)
+    if removed:
+        log.info("removed %d leftovers of dead decode cache fills in %s", len(removed), cache_dir)
+    return removed
+
+
+def _locked_temp(cache_dir: Path, key: str, size: int) -> tuple[Path, int]:
+    """A new, empty temp file of `size` bytes, flocked by the returned fd.
+
+    Created under a name the sweep ignores and renamed once locked, so no sweep can take it
+    for dead in between.
+    """
+    stem = cache_dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    new, tmp = stem.with_name(stem.name + ".u8.new"), stem.with_name(stem.name + TMP_SUFFIX)
+    fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, size)
+        os.replace(new, tmp)
+    except BaseException:
+        os.close(fd)
+        new.unlink(missing_ok=True)
+        raise
+    return tmp, fd
 
 
 def _claim(claims: str, k: int) -> bool:
@@ -122,7 +205,7 @@ def decoded_images(
         size: square side in pixels.
         fit: how a scan becomes a square (see `oct_assets.ml.decode.decode_gray`).
         cache_dir: where caches live; None means `default_cache_dir(sample.root)`.
-        workers: decode processes; 0 means one per core, 1 decodes in this process.
+        workers: decode processes; 0 means one per usable core, 1 decodes in this process.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(sample.root)
     key = cache_key(sample.salt, size, fit)
@@ -138,17 +221,16 @@ def decoded_images(
             return DecodedImages(data_path, len(sample), size)
         log.warning("decode cache %s does not match the sample; rebuilding", index_path)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    sweep_dead_fills(cache_dir)
     started = time.perf_counter()
+    tmp, fd = _locked_temp(cache_dir, key, len(sample) * size * size)
     try:
-        with open(tmp, "wb") as fh:
-            fh.truncate(len(sample) * size * size)
         _fill(tmp, sample, size, fit, workers)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        os.fsync(fd)
         os.replace(tmp, data_path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock, after the rename
     seconds = time.perf_counter() - started
     index = {
         "fingerprint": fingerprint,
@@ -172,7 +254,7 @@ def _fill(target: Path, sample: Sample, size: int, fit: str, workers: int) -> No
     caller's __main__ is heavy to re-import), and small samples are not slowed by the pool.
     """
     n = len(sample)
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cpus()
     chunks = [list(range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
     paths = [[str(sample.path(r)) for r in rows] for rows in chunks]
 
@@ -187,7 +269,9 @@ def _fill(target: Path, sample: Sample, size: int, fit: str, workers: int) -> No
     ctx = multiprocessing.get_context("spawn")
     claims = Path(f"{target}.claims")
     claims.mkdir()
-    pool = ProcessPoolExecutor(min(workers - 1, len(chunks) - 1), ctx)
+    pool = ProcessPoolExecutor(
+        min(workers - 1, len(chunks) - 1), ctx, _die_with_parent, (os.getpid(),)
+    )
     try:
         futures = [
             pool.submit(_decode_chunk, str(target), str(claims), k, rows, paths[k], size, fit)

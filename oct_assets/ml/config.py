@@ -8,7 +8,6 @@ from typing import Any
 
 ARCHITECTURES = ("compact", "seed")
 DEVICES = ("auto", "cpu", "cuda")
-DATA_PATHS = ("cached", "seed")
 FITS = ("crop", "resize", "band")
 
 
@@ -24,10 +23,14 @@ class TrainConfig:
             seed's Keras network, 3-channel input).
         epochs: maximum number of epochs; early stopping may end sooner.
         image_size: square network input side in pixels (the decode cache is keyed by it).
-        batch_size: images per optimiser step.
+        batch_size: images per optimiser step over all data-parallel ranks together (the
+            global batch; each of N torchrun ranks takes batch_size / N of it), so a recipe
+            means the same at any world size; it must be a multiple of the world size.
         learning_rate: peak learning rate (linear warm-up, then cosine decay).
         seed: seeds weights, the validation split, shuffling and augmentation.
         device: "auto" picks CUDA when available, else CPU with every core.
+        amp: on CUDA, mixed precision (fp16 autocast with gradient scaling); CPU always
+            trains in float32, whatever this says.
         weight_decay: AdamW decoupled weight decay.
         val_fraction: share of train images (whole patients) held out for early stopping;
             0 disables validation and keeps the last epoch.
@@ -44,10 +47,8 @@ class TrainConfig:
             square's width but only the band of rows holding the retina.
         augment: enable flips, small shifts/zooms/rotations and brightness/contrast jitter.
         tta_flip: average predictions over the image and its horizontal mirror.
-        data_path: "cached" (decode once into a uint8 memmap) or "seed" (decode JPEG to RGB
-            float every epoch, like the seed; the benchmark baseline).
         decode_workers: processes for filling the decode cache; 0 means one per core.
-        threads: torch CPU threads; 0 means one per core.
+        threads: torch CPU threads per process; 0 shares the usable cores among a node's ranks.
     """
 
     architecture: str = "compact"
@@ -57,6 +58,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     seed: int = 0
     device: str = "auto"
+    amp: bool = True
     weight_decay: float = 1e-4
     val_fraction: float = 0.15
     patience: int = 0
@@ -68,7 +70,6 @@ class TrainConfig:
     fit: str = "resize"
     augment: bool = True
     tta_flip: bool = False
-    data_path: str = "cached"
     decode_workers: int = 0
     threads: int = 0
 
@@ -81,7 +82,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{f.name} must be {f.type}, got {value!r}")
         _choice("architecture", self.architecture, ARCHITECTURES)
         _choice("device", self.device, DEVICES)
-        _choice("data_path", self.data_path, DATA_PATHS)
         _choice("fit", self.fit, FITS)
         for name in ("epochs", "image_size", "batch_size", "width", "blocks"):
             if getattr(self, name) < 1:

@@ -25,24 +25,20 @@ from torch import Tensor, nn
 
 from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.augment import augment
-from oct_assets.ml.cache import DecodedImages, decoded_images
+from oct_assets.ml.cache import DecodedImages, decoded_images, usable_cpus
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
-from oct_assets.ml.decode import decode_rgb_float
+from oct_assets.ml.distributed import (
+    Placement,
+    placement,
+    process_group,
+    resolve_device,  # noqa: F401 (predict imports it here)
+)
 from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT
 from oct_assets.ml.nets import build_net, min_image_size, to_input
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; "cuda" without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OctMLError("TrainConfig.device='cuda' but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 @contextmanager
@@ -55,7 +51,7 @@ def deterministic_torch(seed: int, threads: int, device: torch.device) -> Iterat
     `use_deterministic_algorithms` call costs ~1.6 s of imports, so it is CUDA-only.
     """
     saved = (torch.get_num_threads(), None)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or usable_cpus())
     if device.type == "cuda":
         saved = (saved[0], torch.are_deterministic_algorithms_enabled())
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -70,17 +66,13 @@ def deterministic_torch(seed: int, threads: int, device: torch.device) -> Iterat
 
 
 class BatchReader:
-    """Loads a batch of sample rows as a network input tensor, from the cache or the seed path."""
+    """Loads a batch of sample rows from the decode cache as a network input tensor."""
 
-    def __init__(self, sample: Sample, images: DecodedImages | None, size: int, channels: int):
+    def __init__(self, sample: Sample, images: DecodedImages, size: int, channels: int):
         self.sample, self.images, self.size, self.channels = sample, images, size, channels
 
     def __call__(self, rows: np.ndarray) -> Tensor:
-        if self.images is not None:
-            return to_input(torch.from_numpy(self.images.read(rows)), self.channels)
-        # The seed's path: full JPEG decode to RGB float, every epoch.
-        arrays = [decode_rgb_float(self.sample.path(int(r)), self.size) for r in rows]
-        return to_input(torch.from_numpy(np.stack(arrays)), self.channels)
+        return to_input(torch.from_numpy(self.images.read(rows)), self.channels)
 
 
 def predict_logits(
@@ -90,11 +82,12 @@ def predict_logits(
     device: torch.device,
     batch_size: int,
     tta_flip: bool,
+    amp: bool = True,
 ) -> Tensor:
     """Eval-mode logits for rows (in the given order), optionally averaged with the mirror."""
     net.eval()
     out = []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), _autocast(device, amp):
         for start in range(0, len(rows), batch_size):
             x = _to_device(reader(rows[start : start + batch_size]), device)
             logits = net(x).float()
@@ -113,52 +106,78 @@ def train_model(
 ) -> dict[str, Any]:
     """Train on the sample's train split and write out_dir/model.pt and out_dir/model.json.
 
-    model.pt is a plain state_dict (bit-identical for the same config, sample and machine);
-    model.json records classes, input geometry, config, metrics and timings. Validation
-    holds out whole patients; the best validation epoch's weights are kept (the last epoch
-    when val_fraction is 0). Returns the metrics dict.
+    model.pt is a plain state_dict (bit-identical for the same config, sample, machine and
+    world size); model.json records classes, input geometry, config, metrics and timings.
+    Validation holds out whole patients; the best validation epoch's weights are kept (the
+    last epoch when val_fraction is 0). Returns the metrics dict.
+
+    Under torchrun this is one of WORLD_SIZE data-parallel ranks (see `distributed`): local
+    rank 0 of each node fills the decode cache while the others wait; each rank trains on
+    its share of every global batch; rank 0 alone validates, calls `on_epoch` and writes
+    out_dir. `config.batch_size` is the global batch, so a config means the same steps,
+    learning rate schedule and images per step at any world size. BatchNorm statistics are
+    per rank (over batch_size / world_size images): keep that at 16 or more.
 
     Raises:
-        OctMLError: empty class, undecodable image, bad image size or architecture.
+        OctMLError: empty class, undecodable image, bad image size or architecture, a
+            batch_size that the world size does not divide.
     """
     started = time.perf_counter()
     sample = read_sample(Path(sample_dir))
     require_all_classes(sample, "train")
-    device = resolve_device(config.device)
-    threads = config.threads or os.cpu_count() or 1
-    with deterministic_torch(config.seed, threads, device):
-        net = build_net(config, len(sample.classes))  # checks image_size before any decoding
-        images, decode_started = None, time.perf_counter()
-        if config.data_path == "cached":
-            images = decoded_images(
-                sample, config.image_size, config.fit, cache_dir, config.decode_workers
-            )
-        decode_seconds = time.perf_counter() - decode_started
-        reader = BatchReader(sample, images, config.image_size, net.in_channels)
-        fit_rows, val_rows = patient_split(
-            sample, sample.indices("train"), config.val_fraction, config.seed
+    here = placement(config.device)
+    if config.batch_size % here.world_size:
+        raise OctMLError(
+            f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
+            f"a multiple of the world size {here.world_size}"
         )
-        result = _fit(net, reader, sample, fit_rows, val_rows, config, device, on_epoch)
-    state = {k: v.detach().cpu().contiguous() for k, v in result.pop("state").items()}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _save_state_dict(state, out_dir / MODEL_PT)
+    with process_group(here):
+        threads = config.threads or max(1, usable_cpus() // here.local_world_size)
+        with deterministic_torch(config.seed, threads, here.device):
+            net = build_net(config, len(sample.classes))  # checks image_size before decoding
+            decode_started = time.perf_counter()
+            images = None
+            if here.local_rank == 0:  # once per node; the node's other ranks wait, then open it
+                images = decoded_images(
+                    sample, config.image_size, config.fit, cache_dir, config.decode_workers
+                )
+            here.barrier()
+            if images is None:
+                images = decoded_images(sample, config.image_size, config.fit, cache_dir, 1)
+            decode_seconds = time.perf_counter() - decode_started
+            reader = BatchReader(sample, images, config.image_size, net.in_channels)
+            fit_rows, val_rows = patient_split(
+                sample, sample.indices("train"), config.val_fraction, config.seed
+            )
+            result = _fit(net, reader, sample, fit_rows, val_rows, config, here, on_epoch)
+    state = result.pop("state")
     metrics = {
         **result,
-        "device": device.type,
+        "device": here.device.type,
+        "world_size": here.world_size,
         "threads": threads,
         "n_fit": len(fit_rows),
         "n_val": len(val_rows),
         "decode_seconds": round(decode_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
     }
+    if not here.is_main:
+        return metrics
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_state_dict(state, out_dir / MODEL_PT)
+    gpu = torch.cuda.get_device_name(here.device) if here.device.type == "cuda" else None
     meta = {
         "classes": list(sample.classes),
         "input": {"size": config.image_size, "channels": net.in_channels, "fit": config.fit},
         "architecture": config.architecture,
         "config": config.to_dict(),
         "metrics": metrics,
-        "device": device.type,
+        "device": here.device.type,
+        "gpu_name": gpu,
+        "world_size": here.world_size,
+        "amp": metrics["amp"],
         "epochs_run": metrics["epochs_run"],
         "best_epoch": metrics["best_epoch"],
         "train_seconds": metrics["train_seconds"],
@@ -171,6 +190,24 @@ def train_model(
     return metrics
 
 
+def epoch_batches(
+    fit_rows: np.ndarray, rng: np.random.Generator, batch_size: int, here: Placement
+) -> list[np.ndarray]:
+    """This rank's batches for one epoch: its strided share of each global batch.
+
+    Every rank draws the same permutation from the same seeded `rng` (reshuffled each
+    epoch), cuts it into global batches and keeps positions rank, rank + world_size, ...
+    of each; the ragged last batch is dropped (BatchNorm needs more than one image). Alone,
+    this is exactly the one-process order. Rows are sorted within a batch: sequential reads.
+    """
+    order = rng.permutation(fit_rows)
+    steps = len(fit_rows) // batch_size
+    return [
+        np.sort(order[k * batch_size : (k + 1) * batch_size][here.rank :: here.world_size])
+        for k in range(steps)
+    ]
+
+
 def _fit(
     net: nn.Module,
     reader: BatchReader,
@@ -178,12 +215,19 @@ def _fit(
     fit_rows: np.ndarray,
     val_rows: np.ndarray,
     config: TrainConfig,
-    device: torch.device,
+    here: Placement,
     on_epoch: Callable[[dict], None] | None,
 ) -> dict[str, Any]:
-    rng = np.random.default_rng(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    device, amp = here.device, config.amp and here.device.type == "cuda"
+    rng = np.random.default_rng(config.seed)  # the same shuffles on every rank
+    gen = torch.Generator().manual_seed(config.seed + here.rank)  # augmentation differs per rank
     net.to(device, memory_format=torch.channels_last)  # faster oneDNN/cuDNN kernels
+    model = net
+    if here.distributed:  # copies rank 0's weights to all, then averages gradients over ranks
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(net, device_ids=ids)
     decay = [p for n, p in net.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in net.named_parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW(
@@ -193,32 +237,28 @@ def _fit(
         ],
         lr=config.learning_rate,
     )
-    bs = min(config.batch_size, len(fit_rows))
-    steps_per_epoch = len(fit_rows) // bs  # drop the ragged last batch: BatchNorm needs > 1
+    # The global batch, clamped to the fit set (kept a multiple of the world size).
+    bs = min(config.batch_size, len(fit_rows) // here.world_size * here.world_size)
+    if bs < 1:
+        raise OctMLError(f"{len(fit_rows)} training images cannot feed {here.world_size} ranks")
+    steps_per_epoch = len(fit_rows) // bs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(config.epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)  # fp16 gradients need loss scaling
     labels = torch.from_numpy(sample.labels)
     best: dict[str, Any] = {"score": None}
     history, seen, train_seconds = [], 0, 0.0
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        net.train()
-        order = rng.permutation(fit_rows)
+        model.train()
         loss_sum, correct = 0.0, 0
-        for step in range(steps_per_epoch):
-            rows = np.sort(order[step * bs : (step + 1) * bs])  # sorted: sequential cache reads
+        for rows in epoch_batches(fit_rows, rng, bs, here):
             x = reader(rows).to(device, non_blocking=True)
             if config.augment:
                 x = augment(x, gen)  # on the device; its random draws stay on the CPU
             x, y = _to_device(x, device), labels[rows].to(device)
-            with _autocast(device):
-                logits = net(x)
+            with _autocast(device, amp):
+                logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
-                raise OctMLError(
-                    f"training diverged (loss {loss.item()}) in epoch {epoch}; "
-                    f"lower TrainConfig.learning_rate (now {config.learning_rate})"
-                )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -226,6 +266,12 @@ def _fit(
             sched.step()
             loss_sum += loss.item() * len(rows)
             correct += int((logits.argmax(1) == y).sum())
+        loss_sum, correct = here.sum([loss_sum, correct])
+        if not math.isfinite(loss_sum):  # checked on every rank alike, so all stop together
+            raise OctMLError(
+                f"training diverged (loss {loss_sum}) in epoch {epoch}; "
+                f"lower TrainConfig.learning_rate (now {config.learning_rate})"
+            )
         n_seen = steps_per_epoch * bs
         seen += n_seen
         epoch_seconds = time.perf_counter() - t0
@@ -239,28 +285,32 @@ def _fit(
             "seconds": round(epoch_seconds, 3),
             "images_per_second": round(n_seen / epoch_seconds, 2),
         }
-        if len(val_rows):
-            logits = predict_logits(net, reader, val_rows, device, bs, config.tta_flip)
-            y = labels[val_rows]
-            record["val_loss"] = round(F.cross_entropy(logits, y).item(), 5)
-            record["val_accuracy"] = round((logits.argmax(1) == y).float().mean().item(), 5)
-            score = (record["val_accuracy"], -record["val_loss"])
-        else:
-            score = (epoch,)  # no validation: the last epoch wins
+        stop = False
+        if here.is_main:  # rank 0 validates the unwrapped net: no collectives in there
+            if len(val_rows):
+                logits = predict_logits(net, reader, val_rows, device, bs, config.tta_flip, amp)
+                y = labels[val_rows]
+                record["val_loss"] = round(F.cross_entropy(logits, y).item(), 5)
+                record["val_accuracy"] = round((logits.argmax(1) == y).float().mean().item(), 5)
+                score = (record["val_accuracy"], -record["val_loss"])
+            else:
+                score = (epoch,)  # no validation: the last epoch wins
+            log.info("epoch %s", json.dumps(record))
+            if on_epoch is not None:
+                on_epoch(dict(record))
+            if best["score"] is None or score > best["score"]:
+                state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best = {"score": score, "epoch": epoch, "state": state, "record": record}
+            stop = bool(config.patience and epoch - best["epoch"] >= config.patience)
+            if stop:
+                log.info("early stop: no better validation score for %d epochs", config.patience)
         history.append(record)
-        log.info("epoch %s", json.dumps(record))
-        if on_epoch is not None:
-            on_epoch(dict(record))
-        if best["score"] is None or score > best["score"]:
-            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            best = {"score": score, "epoch": epoch, "state": state, "record": record}
-        if config.patience and epoch - best["epoch"] >= config.patience:
-            log.info("early stop: no better validation score for %d epochs", config.patience)
+        if here.broadcast_flag(stop):
             break
-    final = best["record"]
+    final = best.get("record", record)  # other ranks keep no best epoch: they write nothing
     return {
-        "state": best["state"],
-        "best_epoch": best["epoch"],
+        "state": best.get("state"),
+        "best_epoch": best.get("epoch"),
         "epochs_run": len(history),
         "train_loss": final["train_loss"],
         "train_accuracy": final["train_accuracy"],
@@ -268,6 +318,7 @@ def _fit(
         "val_accuracy": final.get("val_accuracy"),
         "train_seconds": round(train_seconds, 3),
         "images_per_second": round(seen / train_seconds, 2) if train_seconds else 0.0,
+        "amp": amp,
         "history": history,
     }
 
@@ -293,8 +344,9 @@ def _to_device(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device, non_blocking=True, memory_format=torch.channels_last)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, amp: bool):
+    """fp16 autocast on CUDA when `amp` (TrainConfig.amp); CPU always runs in float32."""
+    return torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
 def _save_state_dict(state: dict[str, Tensor], path: Path) -> None:

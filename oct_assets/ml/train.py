@@ -4,6 +4,12 @@ This module stays free of torch at import time (torch is imported inside `train`
 decode cache's spawned worker processes re-import the `-m` main module, and a light one
 keeps their start-up at ~0.15 s instead of ~1.5 s. The loop itself is `oct_assets.ml.loop`.
 Runs on a Slurm node with only torch/numpy/pillow; dagster_pipes is optional.
+
+The same command runs data-parallel under torchrun, one process per GPU (or CPU share):
+
+    torchrun --nproc_per_node 4 -m oct_assets.ml.train --sample S --out O --config C.json
+
+Rank 0 alone writes `--out` and talks to Dagster Pipes; the other ranks log warnings only.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -59,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
     parser.add_argument("--cache-dir", type=Path, help="decode cache folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with _pipes_context() as pipes:
+    rank = os.environ.get("RANK", "0")  # set by torchrun; the loop validates it
+    who = f"rank {rank} " if "RANK" in os.environ else ""
+    logging.basicConfig(
+        level=logging.INFO if rank == "0" else logging.WARNING,
+        format=f"%(asctime)s {who}%(levelname)s %(message)s",
+    )
+    with _pipes_context() if rank == "0" else nullcontext() as pipes:
         try:
             raw = json.loads(args.config.read_text()) if args.config else {}
             if not isinstance(raw, dict):
