@@ -199,3 +199,29 @@ def _input(asset: str):
     from dagster import AssetKey, build_input_context
 
     return build_input_context(asset_key=AssetKey(asset))
+
+
+def test_two_task_job_trains_with_ddp_end_to_end(
+    sample_instance: DagsterInstance,
+    slurm_cluster: SlurmCluster,
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+) -> None:
+    """Two Slurm tasks on the one node: srun + torchrun (gloo), rank 0 writes the model."""
+    one = {"mode": "train", "training": TINY_TRAIN, "slurm": {**node_python(), **QUICK_JOB}}
+    two = {**one, "slurm": {**one["slurm"], "ntasks_per_node": 2}}
+    result = run_cluster(sample_instance, sshd_server, two)
+    model = meta(result, "cluster_model")
+    assert model["slurm_state"] == "COMPLETED" and model["world_size"] == 2
+    assert model["model_json"]["world_size"] == 2
+    job_dir = sshd_server.remote_dir / "jobs" / model["salt"]
+    script = next(job_dir.glob("*.sbatch")).read_text()
+    assert "--ntasks-per-node=2" in script and "torch.distributed.run" in script
+    log = (job_dir / f"slurm-{model['job_id']}.log").read_text()
+    assert "rank 0 of 2" in log, log[-2000:]
+    # The world size is in the salt: the one-process model is another asset version.
+    assert (
+        meta(run_cluster(sample_instance, sshd_server, one), "cluster_model")["salt"]
+        != (model["salt"])
+    )
