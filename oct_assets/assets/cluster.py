@@ -25,7 +25,13 @@ from oct_assets.cluster.slurm import SlurmJobSpec
 from oct_assets.cluster.training import launch, partial_dir, procs_per_node, run_or_follow
 from oct_assets.dataset.layout import CLASSES
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.formats import MODEL_FILES, MODEL_JSON, TRAIN_CONFIG_JSON
+from oct_assets.ml.formats import (
+    IMAGES_CSV,
+    MODEL_FILES,
+    MODEL_JSON,
+    TRAIN_CONFIG_JSON,
+    read_csv_rows,
+)
 from oct_assets.paths import PROJECT_ROOT
 from oct_assets.resources.cluster import ClusterResource
 from oct_assets.store.artifact import Artifact
@@ -87,6 +93,11 @@ class ClusterModelConfig(Config):
     )
     training: TrainedModelConfig = Field(default_factory=TrainedModelConfig)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    remote_image_root: str | None = Field(
+        default=None,
+        description="train: the OCT2017 tree already on the cluster (absolute, or under"
+        " OCT_CLUSTER_REMOTE_DIR); the sample's images are copied there from it, not sent",
+    )
     resubmit_failed: bool = Field(
         default=False,
         description="train: submit again when an earlier run's job for this salt failed"
@@ -190,7 +201,7 @@ def _run_training_job(
     salt: str,
 ) -> dict[str, Any]:
     """Follow this salt's recorded job, or stage sample and code and submit one; wait for it."""
-    from oct_assets.cluster import transfer  # paramiko loads with the first session
+    from oct_assets.cluster import staging, transfer  # paramiko loads with the first session
 
     session = cluster.session
     slurm = config.slurm
@@ -199,10 +210,19 @@ def _run_training_job(
 
     def prepare() -> SlurmJobSpec:
         remote_sample = cluster.remote_path("samples", sample.salt)
-        sent = transfer.upload_dir(session, sample.path, remote_sample)
+        images = [row["file"] for row in read_csv_rows(sample.path / IMAGES_CSV)]
+        staged = staging.stage_folder(
+            session,
+            sample.path,
+            remote_sample,
+            key=sample.salt,
+            remote_root=config.remote_image_root,
+            from_remote_root=images,
+        )
         context.log.info(
-            f"sample at {remote_sample}: {len(sent.uploaded)} files sent, "
-            f"{len(sent.skipped)} already there"
+            f"sample at {remote_sample}: {staged.sent_files} of {staged.files} files sent"
+            f" ({staged.sent_bytes / 1e6:.1f} MB, {staged.seconds:.1f}s), all sha256-verified"
+            + (f"; repaired {list(staged.repaired)}" if staged.repaired else "")
         )
         remote_code = _upload_ml_code(session)
         config_file = f"{job_dir}/{TRAIN_CONFIG_JSON}"
