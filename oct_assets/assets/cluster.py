@@ -21,6 +21,7 @@ from pydantic import Field
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig, describe_model
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
+from oct_assets.cluster.accounting import job_usage
 from oct_assets.cluster.slurm import SlurmJobSpec
 from oct_assets.cluster.training import launch, partial_dir, procs_per_node, run_or_follow
 from oct_assets.dataset.layout import CLASSES
@@ -264,7 +265,10 @@ def _run_training_job(
         on_log_line=lambda job_id, line: context.log.info(f"[slurm {job_id}] {line}"),
         log=context.log.info,
     )
+    usage = job_usage(session, job.job_id)
+    context.log.info(f"Slurm job {job.job_id} used (from {usage['source']}): {usage}")
     return {
+        "slurm_usage": usage,
         "job_id": job.job_id,
         "slurm_state": status.state,
         "job_log": job.log_path,
@@ -343,7 +347,16 @@ def _validated_model_json(folder: Path) -> dict[str, Any]:
 def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     meta = describe_model(folder, s)
     meta["remote_path"] = s["remote"]
-    for key in ("content", "job_id", "slurm_state", "job_log", "job", "world_size", "job_followed"):
+    for key in (
+        "content",
+        "job_id",
+        "slurm_state",
+        "job_log",
+        "job",
+        "world_size",
+        "job_followed",
+        "slurm_usage",
+    ):
         if key in s:
             meta[key] = s[key]
     return meta

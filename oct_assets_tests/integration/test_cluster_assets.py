@@ -163,6 +163,10 @@ def test_train_on_slurm_end_to_end(
     model = meta(result, "cluster_model")
     assert model["slurm_state"] == "COMPLETED" and model["job_id"] > 0
     assert model["model_json"]["config"]["epochs"] == 2
+    usage = model["slurm_usage"]  # this Slurm keeps no accounting: scontrol, and it says so
+    assert usage["source"] == "scontrol" and usage["state"] == "COMPLETED"
+    assert usage["exit_code"] == 0 and usage["nodes"] == 1 and usage["elapsed_s"] >= 0
+    assert usage["cpu_efficiency"] is None and "sacct" in usage["why"]
     assert is_complete(Path(model["path"]))
     logs = [
         e.message

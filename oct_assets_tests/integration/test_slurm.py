@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from oct_assets.cluster import slurm as sl
+from oct_assets.cluster.accounting import job_usage
 from oct_assets.cluster.slurm import (
     SlurmJobFailedError,
     SlurmJobNotFoundError,
@@ -19,6 +20,7 @@ from oct_assets.cluster.slurm import (
 )
 from oct_assets.cluster.ssh import SSHSession
 from oct_assets.cluster.training import launch, procs_per_node
+from oct_assets.cluster.types import CommandResult
 from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
 
 POLL_S = 0.3
@@ -196,3 +198,25 @@ def test_submit_records_the_job_beside_its_folder(slurm: SSHSession) -> None:
     assert recorded == job and fields["world_size"] == 2
     assert sl.read_record(slurm, "jobs/never-submitted") is None
     sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=60)
+
+
+class _Shell:
+    """Answers sacct like a cluster with accounting (slurmdbd is not part of the test cluster)."""
+
+    def run(self, command: str, **kwargs) -> CommandResult:
+        assert command.startswith("sacct ")
+        out = (
+            "77|COMPLETED|0:0|3600|01:30:00||2|16|billing=16,cpu=16,gres/gpu=4,mem=64G,node=2\n"
+            "77.batch|COMPLETED|0:0|3600|00:01:00|1200M|1|8|cpu=8,mem=32G,node=1\n"
+            "77.0|COMPLETED|0:0|3590|01:29:00|7.5G|2|16|cpu=16,gres/gpu=4,node=2\n"
+        )
+        return CommandResult(command, 0, out, "")
+
+
+def test_usage_from_sacct() -> None:
+    usage = job_usage(_Shell(), 77)
+    assert usage["source"] == "sacct" and usage["state"] == "COMPLETED"
+    assert usage["exit_code"] == 0 and usage["elapsed_s"] == 3600
+    assert usage["node_hours"] == 2 and usage["gpu_hours"] == 4
+    assert usage["cpu_efficiency"] == round(5400 / (3600 * 16), 4)
+    assert usage["peak_memory_bytes"] == int(7.5 * 2**30)
