@@ -17,8 +17,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from oct_assets.cluster import slurm
+from oct_assets.cluster.batch_script import SlurmJobSpec
 from oct_assets.cluster.errors import ClusterError, SlurmJobFailedError, SlurmJobNotFoundError
-from oct_assets.cluster.slurm import RemoteShell, SlurmJob, SlurmJobSpec, SlurmJobStatus
+from oct_assets.cluster.slurm import RemoteShell, SlurmJob, SlurmJobStatus
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,13 @@ import pytest
 
 from oct_assets.cluster import slurm as sl
 from oct_assets.cluster.accounting import job_usage
-from oct_assets.cluster.slurm import (
+from oct_assets.cluster.batch_script import SlurmJobSpec, render_batch_script
+from oct_assets.cluster.errors import (
     SlurmJobFailedError,
     SlurmJobNotFoundError,
-    SlurmJobSpec,
     SlurmJobUnschedulableError,
     SlurmSubmitError,
     SlurmWaitTimeoutError,
-    render_batch_script,
 )
 from oct_assets.cluster.ssh import SSHSession
 from oct_assets.cluster.training import launch, procs_per_node
