@@ -97,6 +97,13 @@ def wait_until(what: str, check, proc: subprocess.Popen | None, log: Path, timeo
     return value
 
 
+def find_record(server: SshServer, job_id: int) -> Path | None:
+    for record in server.remote_dir.glob("jobs/*/job.json"):
+        if json.loads(record.read_text())["job_id"] == job_id:
+            return record
+    return None
+
+
 def running_job(slurm: SlurmCluster) -> int | None:
     jobs = queue(slurm)
     return jobs[0][0] if len(jobs) == 1 and jobs[0][1] == "RUNNING" else None
@@ -113,8 +120,7 @@ def test_killed_run_is_followed_not_resubmitted(
     proc = start_cli_run(sshd_server, config, log)
     try:
         job_id = wait_until("job running", lambda: running_job(slurm_cluster), proc, log)
-        records = list(sshd_server.remote_dir.glob("jobs/*/job.json"))
-        [record] = [r for r in records if json.loads(r.read_text())["job_id"] == job_id]
+        record = wait_until("job recorded", lambda: find_record(sshd_server, job_id), proc, log)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the Dagster process dies without any cleanup
         proc.wait()
@@ -125,7 +131,8 @@ def test_killed_run_is_followed_not_resubmitted(
     assert model["job_id"] == job_id and model["job_followed"] is True
     assert model["slurm_state"] == "COMPLETED"
     assert len(list(record.parent.glob("slurm-*.log"))) == 1  # one job, never two
-    assert not list(record.parent.parent.parent.glob("models/*.partial-*"))
+    salt = record.parent.name
+    assert not list(sshd_server.remote_dir.glob(f"models/{salt}.partial-*"))  # published
 
 
 def test_terminating_the_run_cancels_its_job(
