@@ -145,6 +145,8 @@ def _run_training_job(
     job_dir = cluster.remote_path("jobs", salt)
     remote_out = cluster.remote_path("models", salt)
 
+    staging_info: dict[str, Any] = {}
+
     def prepare() -> SlurmJobSpec:
         remote_sample = cluster.remote_path("samples", sample.salt)
         images = [row["file"] for row in read_csv_rows(sample.path / IMAGES_CSV)]
@@ -161,6 +163,8 @@ def _run_training_job(
             f" ({staged.sent_bytes / 1e6:.1f} MB, {staged.seconds:.1f}s), all sha256-verified"
             + (f"; repaired {list(staged.repaired)}" if staged.repaired else "")
         )
+        staging_info.update(files=staged.files, sent_files=staged.sent_files)
+        staging_info.update(sent_bytes=staged.sent_bytes, seconds=round(staged.seconds, 2))
         remote_code = _upload_ml_code(session)
         config_file = f"{job_dir}/{TRAIN_CONFIG_JSON}"
         transfer.write_bytes(session, json.dumps(training, indent=2).encode(), config_file)
@@ -210,6 +214,7 @@ def _run_training_job(
         "job_log": job.log_path,
         "world_size": slurm.world_size,
         "job_followed": followed,
+        **({"sample_staging": staging_info} if staging_info else {}),  # none when followed
     }
 
 
@@ -283,16 +288,9 @@ def _validated_model_json(folder: Path) -> dict[str, Any]:
 def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     meta = describe_model(folder, s)
     meta["remote_path"] = s["remote"]
-    for key in (
-        "content",
-        "job_id",
-        "slurm_state",
-        "job_log",
-        "job",
-        "world_size",
-        "job_followed",
-        "slurm_usage",
-    ):
-        if key in s:
-            meta[key] = s[key]
+    meta.update({key: s[key] for key in _REPORTED if key in s})
     return meta
+
+
+_REPORTED = ("content", "job", "job_id", "job_log", "job_followed", "slurm_state", "world_size")
+_REPORTED += ("slurm_usage", "sample_staging")

@@ -167,6 +167,8 @@ def test_train_on_slurm_end_to_end(
     assert usage["source"] == "scontrol" and usage["state"] == "COMPLETED"
     assert usage["exit_code"] == 0 and usage["nodes"] == 1 and usage["elapsed_s"] >= 0
     assert usage["cpu_efficiency"] is None and "sacct" in usage["why"]
+    staged = model["sample_staging"]
+    assert staged["sent_files"] == staged["files"] > 0  # a new sample: all of it, in one stream
     assert is_complete(Path(model["path"]))
     logs = [
         e.message
