@@ -13,70 +13,62 @@ import json
 import shlex
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from dagster import AssetExecutionContext, Config, Output, asset
-from pydantic import Field
+from dagster import AssetExecutionContext, Output, asset
 
-from oct_assets.assets.model import TrainedModelConfig, describe_model
+from oct_assets.assets.cluster_config import ClusterModelConfig
+from oct_assets.assets.images import reduced_sample
+from oct_assets.assets.model import describe_model
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
-from oct_assets.cluster.slurm import SlurmJobSpec
+from oct_assets.cluster.accounting import job_usage
+from oct_assets.cluster.batch_script import SlurmJobSpec
+from oct_assets.cluster.training import launch, partial_dir, procs_per_node, run_or_follow
 from oct_assets.dataset.layout import CLASSES
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.formats import MODEL_FILES, MODEL_JSON, TRAIN_CONFIG_JSON
+from oct_assets.ml.formats import (
+    IMAGES_CSV,
+    MODEL_FILES,
+    MODEL_JSON,
+    TRAIN_CONFIG_JSON,
+    read_csv_rows,
+)
 from oct_assets.paths import PROJECT_ROOT
 from oct_assets.resources.cluster import ClusterResource
 from oct_assets.store.artifact import Artifact
+from oct_assets.store.salt import is_complete
 
 if TYPE_CHECKING:  # paramiko loads with the first session, not with the definitions
     from oct_assets.cluster.ssh import SSHSession
 
 
-class SlurmSettings(Config):
-    """Where and how long the training job runs; these do not change the trained weights."""
-
-    partition: str | None = Field(default=None, description="sbatch --partition")
-    time: str = Field(default="01:00:00", description="sbatch --time")
-    cpus_per_task: int = Field(default=4, ge=1, description="sbatch --cpus-per-task")
-    mem: str | None = Field(default="8G", description="sbatch --mem")
-    gres: str | None = Field(default=None, description="sbatch --gres, e.g. gpu:1")
-    python: str = Field(
-        default="python3", description="python on the node with torch, numpy and pillow"
-    )
-    setup: list[str] = Field(
-        default_factory=list,
-        description="shell lines before training, e.g. 'source ~/venvs/oct/bin/activate'",
-    )
-    poll_interval_s: float = Field(default=5.0, gt=0, description="seconds between squeue polls")
-    timeout_s: float | None = Field(
-        default=None, gt=0, description="give up (and scancel) after this many seconds"
-    )
-
-
-class ClusterModelConfig(Config):
-    mode: Literal["fetch", "train"] = Field(
-        default="fetch", description="fetch an existing remote model, or train one with sbatch"
-    )
-    remote_model_path: str = Field(
-        default="models/latest",
-        description="fetch: remote folder with model.pt and model.json; relative paths are "
-        "under OCT_CLUSTER_REMOTE_DIR",
-    )
-    training: TrainedModelConfig = Field(default_factory=TrainedModelConfig)
-    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
-
-
-@asset(group_name=GROUP, code_version="1")
+@asset(group_name=GROUP, code_version="1", deps=[reduced_sample])
 def cluster_model(
-    context: AssetExecutionContext,
-    config: ClusterModelConfig,
-    reduced_sample: Artifact,
-    cluster: ClusterResource,
+    context: AssetExecutionContext, config: ClusterModelConfig, cluster: ClusterResource
 ) -> Output[Artifact]:
-    """A model from the cluster, verified (sha256 end to end, loads, right classes) and salted."""
+    """A model from the cluster, verified (sha256 end to end, loads, right classes) and salted.
+
+    `reduced_sample` is a dependency, not a loaded input: fetching needs nothing local, and
+    training reads the sample's latest materialisation.
+    """
     if config.mode == "fetch":
         return _fetch(context, config, cluster)
-    return _train(context, config, reduced_sample, cluster)
+    return _train(context, config, _latest_sample(context), cluster)
+
+
+def _latest_sample(context: AssetExecutionContext) -> Artifact:
+    """The sample to train on: the latest materialisation of `reduced_sample`, if complete."""
+    event = context.instance.get_latest_materialization_event(reduced_sample.key)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "path" not in meta or "salt" not in meta:
+        raise FileNotFoundError(
+            "mode: train needs reduced_sample materialised first; materialise it, e.g."
+            " `dagster asset materialize -m oct_assets.definitions --select reduced_sample`"
+        )
+    path = Path(str(meta["path"].value))
+    if not is_complete(path):
+        raise FileNotFoundError(f"reduced_sample {path} is missing or incomplete; rebuild it")
+    return Artifact(asset="reduced_sample", salt=str(meta["salt"].value), path=path)
 
 
 def _fetch(
@@ -112,7 +104,9 @@ def _train(
     cluster: ClusterResource,
 ) -> Output[Artifact]:
     training = TrainConfig.from_dict(config.training.model_dump()).to_dict()
-    salt_config = {"mode": "train", "training": training}
+    salt_config: dict[str, Any] = {"mode": "train", "training": training}
+    if config.slurm.world_size != 1:  # one process keeps the salts it always had
+        salt_config["world_size"] = config.slurm.world_size
     upstream = {"reduced_sample": sample.salt}
     salt = asset_salt(context, salt_config, upstream)
 
@@ -122,7 +116,7 @@ def _train(
             context.log.info(f"the cluster already has this model at {remote_out}; fetching it")
             job_info: dict[str, Any] = {"job": "reused"}
         else:
-            job_info = _run_training_job(context, config.slurm, cluster, sample, training, salt)
+            job_info = _run_training_job(context, config, cluster, sample, training, salt)
         _download_model(context, cluster, remote_out, tmp, expected=None)
         return {"model": _validated_model_json(tmp), "remote": remote_out, **job_info}
 
@@ -137,61 +131,106 @@ def _train(
 
 def _run_training_job(
     context: AssetExecutionContext,
-    slurm: SlurmSettings,
+    config: ClusterModelConfig,
     cluster: ClusterResource,
     sample: Artifact,
     training: dict[str, Any],
     salt: str,
 ) -> dict[str, Any]:
-    """Upload sample and code, sbatch the trainer, follow it, and leave the model remotely."""
-    from oct_assets.cluster import slurm as sl
-    from oct_assets.cluster import transfer  # paramiko loads with the first session
+    """Follow this salt's recorded job, or stage sample and code and submit one; wait for it."""
+    from oct_assets.cluster import staging, transfer  # paramiko loads with the first session
 
     session = cluster.session
-    remote_sample = cluster.remote_path("samples", sample.salt)
-    sent = transfer.upload_dir(session, sample.path, remote_sample)
-    context.log.info(
-        f"sample at {remote_sample}: {len(sent.uploaded)} files sent, "
-        f"{len(sent.skipped)} already there"
-    )
-    remote_code = _upload_ml_code(session)
+    slurm = config.slurm
     job_dir = cluster.remote_path("jobs", salt)
-    config_file = f"{job_dir}/{TRAIN_CONFIG_JSON}"
-    transfer.write_bytes(session, json.dumps(training, indent=2).encode(), config_file)
     remote_out = cluster.remote_path("models", salt)
-    partial = f"{remote_out}.partial"
-    q = shlex.quote
-    command = (
-        f"{q(slurm.python)} -m oct_assets.ml.train --sample {q(remote_sample)} "
-        f"--out {q(partial)} --config {q(config_file)} "
-        f"--cache-dir {q(cluster.remote_path('cache'))} && mv -T {q(partial)} {q(remote_out)}"
-    )
-    spec = SlurmJobSpec(
-        name=f"oct-train-{salt}",
-        command=command,
-        workdir=job_dir,
-        output="slurm-%j.log",
-        partition=slurm.partition,
-        time=slurm.time,
-        cpus_per_task=slurm.cpus_per_task,
-        mem=slurm.mem,
-        gres=slurm.gres,
-        setup=[
-            *slurm.setup,
-            f"export PYTHONPATH={q(remote_code)}${{PYTHONPATH:+:$PYTHONPATH}}",
-            f"rm -rf {q(partial)} && mkdir -p {q(partial)}",
-        ],
-    )
-    job = sl.submit(session, spec)
-    context.log.info(f"submitted Slurm job {job.job_id}; log {job.log_path}")
-    status = sl.wait(
+
+    staging_info: dict[str, Any] = {}
+
+    def prepare() -> SlurmJobSpec:
+        remote_sample = cluster.remote_path("samples", sample.salt)
+        images = [row["file"] for row in read_csv_rows(sample.path / IMAGES_CSV)]
+        staged = staging.stage_folder(
+            session,
+            sample.path,
+            remote_sample,
+            key=sample.salt,
+            remote_root=config.remote_image_root,
+            from_remote_root=images,
+        )
+        context.log.info(
+            f"sample at {remote_sample}: {staged.sent_files} of {staged.files} files sent"
+            f" ({staged.sent_bytes / 1e6:.1f} MB, {staged.seconds:.1f}s), all sha256-verified"
+            + (f"; repaired {list(staged.repaired)}" if staged.repaired else "")
+        )
+        staging_info.update(files=staged.files, sent_files=staged.sent_files)
+        staging_info.update(sent_bytes=staged.sent_bytes, seconds=round(staged.seconds, 2))
+        remote_code = _upload_ml_code(session)
+        config_file = f"{job_dir}/{TRAIN_CONFIG_JSON}"
+        transfer.write_bytes(session, json.dumps(training, indent=2).encode(), config_file)
+        q = shlex.quote
+        partial = partial_dir(remote_out)
+        train_args = (
+            f"--sample {q(remote_sample)} --out {partial} --config {q(config_file)}"
+            f" --cache-dir {q(cluster.remote_path('cache'))}"
+        )
+        per_node = procs_per_node(slurm.ntasks_per_node, slurm.gpus_per_node)
+        launch_setup, command = launch(
+            slurm.python, train_args, nodes=slurm.nodes, per_node=per_node
+        )
+        return SlurmJobSpec(
+            name=f"oct-train-{salt}",
+            command=f"{command} && mv -T {partial} {q(remote_out)}",
+            workdir=job_dir,
+            output="slurm-%j.log",
+            **slurm.model_dump(include=_SPEC_FIELDS),
+            extra_directives=tuple(slurm.extra_directives),
+            setup=[
+                *slurm.setup,
+                f"export PYTHONPATH={q(remote_code)}${{PYTHONPATH:+:$PYTHONPATH}}",
+                f"mkdir -p {partial}",
+                *launch_setup,
+            ],
+        )
+
+    job, status, followed = run_or_follow(
         session,
-        job,
+        job_dir=job_dir,
+        model_dir=remote_out,
+        prepare=prepare,
+        record={"world_size": slurm.world_size, "dagster_run_id": context.run.run_id},
+        resubmit_failed=config.resubmit_failed,
         poll_interval_s=slurm.poll_interval_s,
         timeout_s=slurm.timeout_s,
-        on_log_line=lambda line: context.log.info(f"[slurm {job.job_id}] {line}"),
+        on_log_line=lambda job_id, line: context.log.info(f"[slurm {job_id}] {line}"),
+        log=context.log.info,
     )
-    return {"job_id": job.job_id, "slurm_state": status.state, "job_log": job.log_path}
+    usage = job_usage(session, job.job_id)
+    context.log.info(f"Slurm job {job.job_id} used (from {usage['source']}): {usage}")
+    return {
+        "slurm_usage": usage,
+        "job_id": job.job_id,
+        "slurm_state": status.state,
+        "job_log": job.log_path,
+        "world_size": slurm.world_size,
+        "job_followed": followed,
+        **({"sample_staging": staging_info} if staging_info else {}),  # none when followed
+    }
+
+
+_SPEC_FIELDS = {
+    "nodes",
+    "ntasks_per_node",
+    "gpus_per_node",
+    "gres",
+    "cpus_per_task",
+    "mem",
+    "time",
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+}
 
 
 def _upload_ml_code(session: "SSHSession") -> str:
@@ -249,7 +288,9 @@ def _validated_model_json(folder: Path) -> dict[str, Any]:
 def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     meta = describe_model(folder, s)
     meta["remote_path"] = s["remote"]
-    for key in ("content", "job_id", "slurm_state", "job_log", "job"):
-        if key in s:
-            meta[key] = s[key]
+    meta.update({key: s[key] for key in _REPORTED if key in s})
     return meta
+
+
+_REPORTED = ("content", "job", "job_id", "job_log", "job_followed", "slurm_state", "world_size")
+_REPORTED += ("slurm_usage", "sample_staging")

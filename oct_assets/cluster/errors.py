@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from oct_assets.cluster.slurm import SlurmJob, SlurmJobStatus
     from oct_assets.cluster.types import CommandResult
 
 
@@ -50,3 +51,42 @@ class ClusterCommandTimeout(ClusterError):
 
 class TransferVerificationError(ClusterError):
     """The sha256 of the transferred bytes differs from the sha256 of the source."""
+
+
+class SlurmError(ClusterError):
+    """A Slurm command failed."""
+
+
+class SlurmSubmitError(SlurmError):
+    """`sbatch` refused the job."""
+
+
+class SlurmJobNotFoundError(SlurmError):
+    """Neither squeue nor scontrol knows the job (it left slurmctld's memory after MinJobAge)."""
+
+
+class SlurmWaitTimeoutError(SlurmError):
+    """The job did not finish within the wait's timeout."""
+
+
+class SlurmJobUnschedulableError(SlurmError):
+    """The job is pending for a reason that waiting cannot cure (it asks for more than exists)."""
+
+
+class SlurmJobFailedError(SlurmError):
+    """The job ended in a state other than COMPLETED with exit code 0."""
+
+    def __init__(
+        self, job: SlurmJob, status: SlurmJobStatus, log_tail: str, hint: str = ""
+    ) -> None:
+        exit_text = "unknown" if status.exit_code is None else str(status.exit_code)
+        if status.signal:
+            exit_text += f" (signal {status.signal})"
+        super().__init__(
+            f"Slurm job {job.job_id} ({job.name}) ended {status.state}, exit code {exit_text},"
+            f" reason {status.reason or 'None'}{'; ' + hint if hint else ''};"
+            f" last lines of {job.log_path}:\n{log_tail}"
+        )
+        self.job = job
+        self.status = status
+        self.log_tail = log_tail

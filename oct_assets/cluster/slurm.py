@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 import posixpath
 import re
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from oct_assets.cluster.errors import ClusterError, RemoteFileNotFoundError
+from oct_assets.cluster.batch_script import SlurmJobSpec, render_batch_script
+from oct_assets.cluster.errors import (
+    ClusterError,
+    RemoteFileNotFoundError,
+    SlurmError,
+    SlurmJobFailedError,
+    SlurmJobNotFoundError,
+    SlurmJobUnschedulableError,
+    SlurmSubmitError,
+    SlurmWaitTimeoutError,
+)
 from oct_assets.cluster.types import CommandResult
 
 logger = logging.getLogger(__name__)
@@ -38,41 +49,27 @@ TERMINAL_STATES = frozenset(
         "TIMEOUT",
     }
 )
-_NO_SPACE = re.compile(r"^\S+$")
-_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
-_MEM = re.compile(r"^\d+[KMGT]?$")
-
-
-class SlurmError(ClusterError):
-    """A Slurm command failed."""
-
-
-class SlurmSubmitError(SlurmError):
-    """`sbatch` refused the job."""
-
-
-class SlurmJobNotFoundError(SlurmError):
-    """Neither squeue nor scontrol knows the job (it left slurmctld's memory after MinJobAge)."""
-
-
-class SlurmWaitTimeoutError(SlurmError):
-    """The job did not finish within the wait's timeout."""
-
-
-class SlurmJobFailedError(SlurmError):
-    """The job ended in a state other than COMPLETED with exit code 0."""
-
-    def __init__(self, job: SlurmJob, status: SlurmJobStatus, log_tail: str) -> None:
-        exit_text = "unknown" if status.exit_code is None else str(status.exit_code)
-        if status.signal:
-            exit_text += f" (signal {status.signal})"
-        super().__init__(
-            f"Slurm job {job.job_id} ({job.name}) ended {status.state}, exit code {exit_text},"
-            f" reason {status.reason or 'None'}; last lines of {job.log_path}:\n{log_tail}"
-        )
-        self.job = job
-        self.status = status
-        self.log_tail = log_tail
+# Pending reasons no amount of waiting cures: the job asks for more than the partition, its
+# nodes, the account or the QoS can ever give. A job pending for one of these fails at once.
+FATAL_PENDING_REASONS = frozenset(
+    {
+        "BadConstraints",
+        "InvalidAccount",
+        "InvalidQOS",
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "ReqNodeNotAvail",
+        "QOSMaxCpuPerJobLimit",
+        "QOSMaxGRESPerJob",
+        "QOSMaxNodePerJobLimit",
+        "QOSMaxWallDurationPerJobLimit",
+        "AssocMaxCpuPerJobLimit",
+        "AssocMaxNodesPerJobLimit",
+        "AssocMaxWallDurationPerJobLimit",
+    }
+)
+JOB_RECORD = "job.json"
 
 
 class RemoteShell(Protocol):
@@ -87,61 +84,6 @@ class RemoteShell(Protocol):
     def read_tail(self, path: str, max_bytes: int = 8192) -> str: ...
 
     def read_from(self, path: str, offset: int, max_bytes: int = ...) -> tuple[bytes, int]: ...
-
-
-@dataclass(frozen=True)
-class SlurmJobSpec:
-    """Parameters of one batch job.
-
-    Attributes:
-        name: job name; also names the script `<workdir>/<name>.sbatch`.
-        command: shell command line the job runs, e.g. `python -m pkg.train --out DIR`.
-        workdir: absolute remote folder the job runs in (`--chdir`).
-        output: log file for stdout and stderr, relative to `workdir`; of Slurm's patterns use
-            only `%j` (job id) and `%x` (job name), which `SlurmJob.log_path` resolves.
-        setup: shell lines run before `command` (`module load ...`, `source venv/bin/activate`).
-        extra_directives: further sbatch options, e.g. `--account=proj`, `--qos=short`.
-    """
-
-    name: str
-    command: str
-    workdir: str
-    output: str = "slurm-%j.log"
-    partition: str | None = None
-    time: str = "01:00:00"
-    cpus_per_task: int = 1
-    mem: str | None = None
-    gres: str | None = None
-    setup: Sequence[str] = ()
-    extra_directives: Sequence[str] = ()
-
-    def __post_init__(self) -> None:
-        problems = []
-        for label in ("name", "workdir", "output", "partition", "gres"):
-            value = getattr(self, label)
-            if value is not None and not _NO_SPACE.match(value):
-                problems.append(f"{label}={value!r} must be non-empty without whitespace")
-        if not _TIME.match(self.time):
-            problems.append(f"time={self.time!r} is not a Slurm time (D-HH:MM:SS, HH:MM:SS, MM)")
-        if self.mem is not None and not _MEM.match(self.mem):
-            problems.append(f"mem={self.mem!r} is not a Slurm size such as 4G or 500M")
-        if self.cpus_per_task < 1:
-            problems.append(f"cpus_per_task={self.cpus_per_task} must be >= 1")
-        if "\n" in self.command:
-            problems.append("command must be one line; put preparation into setup")
-        for directive in self.extra_directives:
-            if not directive.startswith("--") or "\n" in directive:
-                problems.append(f"extra directive {directive!r} must be one `--option=value`")
-        if problems:
-            raise ValueError("invalid Slurm job spec: " + "; ".join(problems))
-
-    @property
-    def output_path(self) -> str:
-        return posixpath.join(self.workdir, self.output)
-
-    @property
-    def script_path(self) -> str:
-        return posixpath.join(self.workdir, f"{self.name}.sbatch")
 
 
 @dataclass(frozen=True)
@@ -171,29 +113,6 @@ class SlurmJobStatus:
         return self.state == "COMPLETED" and self.exit_code == 0
 
 
-def render_batch_script(spec: SlurmJobSpec) -> str:
-    """The sbatch script for `spec`: directives, strict shell options, setup, then the command."""
-    directives = [
-        f"--job-name={spec.name}",
-        f"--chdir={spec.workdir}",
-        f"--output={spec.output_path}",
-        f"--time={spec.time}",
-        f"--cpus-per-task={spec.cpus_per_task}",
-    ]
-    if spec.partition:
-        directives.append(f"--partition={spec.partition}")
-    if spec.mem:
-        directives.append(f"--mem={spec.mem}")
-    if spec.gres:
-        directives.append(f"--gres={spec.gres}")
-    directives.extend(spec.extra_directives)
-    lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "set -eo pipefail"]
-    lines.append('echo "[oct] job ${SLURM_JOB_ID} on $(hostname) started $(date -Is)"')
-    lines.extend(spec.setup)
-    lines.append(spec.command)
-    return "\n".join(lines) + "\n"
-
-
 def write_script(shell: RemoteShell, spec: SlurmJobSpec) -> str:
     """Write the batch script atomically beside the job's outputs with one command; its path."""
     script = spec.script_path
@@ -208,23 +127,62 @@ def write_script(shell: RemoteShell, spec: SlurmJobSpec) -> str:
     return script
 
 
-def submit(shell: RemoteShell, spec: SlurmJobSpec) -> SlurmJob:
+def submit(shell: RemoteShell, spec: SlurmJobSpec, record: dict | None = None) -> SlurmJob:
     """Write the script next to the job's outputs and `sbatch` it (never retried: no duplicates).
 
-    A relative `workdir` is resolved under the session's remote folder.
+    A relative `workdir` is resolved under the session's remote folder. With `record`, the same
+    remote command that runs sbatch also writes `<workdir>/job.json` (the job id, its name, log
+    and script, plus `record`'s fields), so a submitted job is never left without its record.
     """
     spec = dataclasses.replace(spec, workdir=shell.resolve(spec.workdir))
     script = write_script(shell, spec)
-    result = shell.run(f"sbatch --parsable {shlex.quote(script)}", retry=False)
+    q = shlex.quote
+    command = f"sbatch --parsable {q(script)}"
+    if record is not None:
+        fields = {"name": spec.name, "output": spec.output_path, "script": script, **record}
+        rest = json.dumps(fields)[1:]  # '"name": ...}' after the job id
+        path = posixpath.join(spec.workdir, JOB_RECORD)
+        command = (
+            f"id=$({command}) && id=${{id%%;*}} &&"
+            f" printf '%s\\n' '{{\"job_id\": '\"$id\"', '{q(rest)} > {q(path)}.tmp-$$ &&"
+            f' mv -f -- {q(path)}.tmp-$$ {q(path)} && echo "$id"'
+        )
+    result = shell.run(command, retry=False)
     job_id_text = result.stdout.strip().split(";")[0]
     if not result.ok or not job_id_text.isdigit():
         raise SlurmSubmitError(
             f"sbatch {script} failed (exit {result.exit_code}): {result.stderr.strip()}"
         )
-    job_id = int(job_id_text)
-    logger.info("submitted Slurm job %d (%s)", job_id, spec.name)
-    log_path = spec.output_path.replace("%j", str(job_id)).replace("%x", spec.name)
-    return SlurmJob(job_id, spec.name, log_path, script)
+    job = _job(int(job_id_text), spec.name, spec.output_path, script)
+    logger.info("submitted Slurm job %d (%s)", job.job_id, spec.name)
+    return job
+
+
+def _job(job_id: int, name: str, output: str, script: str) -> SlurmJob:
+    return SlurmJob(job_id, name, output.replace("%j", str(job_id)).replace("%x", name), script)
+
+
+def read_record(shell: RemoteShell, workdir: str) -> tuple[SlurmJob, dict] | None:
+    """The job recorded in `<workdir>/job.json` by `submit`, with the record; None if none."""
+    path = shell.resolve(posixpath.join(workdir, JOB_RECORD))
+    result = shell.run(f"cat -- {shlex.quote(path)}")
+    if not result.ok:
+        if "No such file" in result.stderr:
+            return None
+        raise SlurmError(f"cannot read job record {path}: {result.stderr.strip()}")
+    record = json.loads(result.stdout)
+    job = _job(int(record["job_id"]), record["name"], record["output"], record["script"])
+    return job, record
+
+
+def retire_record(shell: RemoteShell, workdir: str, job_id: int, why: str) -> None:
+    """Move `job.json` aside as `job-<id>.<why>.json`, so that the next run submits afresh."""
+    folder = shell.resolve(workdir)
+    q = shlex.quote
+    shell.run(
+        f"cd -- {q(folder)} && mv -f -- {JOB_RECORD} {q(f'job-{int(job_id)}.{why}.json')}",
+        check=True,
+    )
 
 
 def _parse_scontrol(job_id: int, text: str) -> SlurmJobStatus:
@@ -239,10 +197,10 @@ def _parse_scontrol(job_id: int, text: str) -> SlurmJobStatus:
 
 def job_status(shell: RemoteShell, job_id: int) -> SlurmJobStatus:
     """State from `squeue`; exit code and reason from `scontrol` once the job is done or gone."""
-    queued = shell.run(f"squeue -h -j {int(job_id)} -o %T")
-    state = queued.stdout.strip().split(" ")[0] if queued.ok else ""
+    queued = shell.run(f"squeue -h -j {int(job_id)} -o '%T|%r'")
+    state, _, reason = queued.stdout.strip().partition("|") if queued.ok else ("", "", "")
     if state and state not in TERMINAL_STATES:
-        return SlurmJobStatus(job_id, state)
+        return SlurmJobStatus(job_id, state, reason=reason or None)
     shown = shell.run(f"scontrol show job -o {int(job_id)}")
     if not shown.ok:
         if "Invalid job id" in shown.stderr:
@@ -261,7 +219,7 @@ def cancel(shell: RemoteShell, job_id: int) -> None:
     logger.info("cancelled Slurm job %d", job_id)
 
 
-def _tail(shell: RemoteShell, path: str, max_bytes: int = 4000) -> str:
+def tail(shell: RemoteShell, path: str, max_bytes: int = 4000) -> str:
     try:
         return shell.read_tail(path, max_bytes)
     except RemoteFileNotFoundError:
@@ -315,10 +273,17 @@ def wait(
                 follower.poll()
             if status.finished:
                 break
+            reason = (status.reason or "").split(",")[0]
+            if status.state == "PENDING" and reason in FATAL_PENDING_REASONS:
+                raise SlurmJobUnschedulableError(
+                    f"Slurm job {job.job_id} ({job.name}) can never start: it is pending with"
+                    f" Reason={status.reason} (it asks for more nodes, CPUs, GPUs, memory or"
+                    " time than the partition, account or QoS allows); cancelled it"
+                )
             if deadline is not None and time.monotonic() > deadline:
                 raise SlurmWaitTimeoutError(
                     f"Slurm job {job.job_id} ({job.name}) still {status.state} after {timeout_s}s;"
-                    f" last lines of {job.log_path}:\n{_tail(shell, job.log_path)}"
+                    f" last lines of {job.log_path}:\n{tail(shell, job.log_path)}"
                 )
             time.sleep(poll_interval_s)
     except BaseException:
@@ -331,5 +296,5 @@ def wait(
     if follower:
         follower.poll(final=True)
     if not status.succeeded:
-        raise SlurmJobFailedError(job, status, _tail(shell, job.log_path))
+        raise SlurmJobFailedError(job, status, tail(shell, job.log_path))
     return status

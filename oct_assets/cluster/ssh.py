@@ -12,111 +12,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import posixpath
 import select
-import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import paramiko
 
+from oct_assets.cluster.auth import HostKeyPolicy, load_private_key, transport_factory
 from oct_assets.cluster.errors import (
     ClusterAuthError,
     ClusterCommandError,
     ClusterCommandTimeout,
-    ClusterConfigError,
     ClusterConnectionError,
     ClusterError,
     ClusterHostKeyError,
-    RemoteFileNotFoundError,
 )
-from oct_assets.cluster.sftp import (
-    CHUNK_BYTES,
-    open_sftp,
-    parse_sha256sum,
-    sftp_stat,
-    sha256_from_result,
-)
-from oct_assets.cluster.types import CommandResult, RemoteFileDigest, RemoteStat, SSHSettings
+from oct_assets.cluster.remote_files import RemoteFiles
+from oct_assets.cluster.sftp import CHUNK_BYTES, open_sftp
+from oct_assets.cluster.types import CommandResult, SSHSettings
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# AES-GCM does cipher and MAC in one OpenSSL call; paramiko's default (CTR + HMAC) costs ~30 %.
-PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_BACKOFF_S = 30.0
 
 
-def load_private_key(path: Path, passphrase: str | None, passphrase_source: str) -> paramiko.PKey:
-    """Load an ed25519/RSA/ECDSA key, asking for the passphrase only if the key is encrypted."""
-    if not path.is_file():
-        raise ClusterConfigError(f"SSH key file {path} does not exist")
-    try:
-        return paramiko.PKey.from_path(path)
-    except TypeError:  # cryptography: the key is encrypted and no passphrase was given
-        if passphrase is None:
-            raise ClusterAuthError(
-                f"SSH key file {path} is encrypted; set {passphrase_source} to its passphrase"
-            ) from None
-    except (ValueError, paramiko.SSHException) as exc:
-        raise ClusterConfigError(f"cannot read SSH private key {path}: {exc}") from None
-    try:
-        return paramiko.PKey.from_path(path, password=passphrase.encode())
-    except (TypeError, ValueError, paramiko.SSHException):
-        raise ClusterAuthError(
-            f"cannot decrypt SSH key file {path} with the passphrase from {passphrase_source}"
-        ) from None
-
-
-class _HostKeyPolicy(paramiko.RejectPolicy):
-    """Reject unknown host keys with their fingerprint, or record them when TOFU is opted in."""
-
-    def __init__(self, settings: SSHSettings) -> None:
-        self._settings = settings
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey):
-        known_hosts = self._settings.known_hosts
-        if not self._settings.trust_on_first_use:
-            raise ClusterHostKeyError(
-                f"host key of {self._settings.host}:{self._settings.port} is not in {known_hosts}:"
-                f" the server offered {key.get_name()} {key.fingerprint}. Compare it with the"
-                " fingerprint your admins publish, then add the host with"
-                f" `ssh-keyscan -p {self._settings.port} {self._settings.host} >> {known_hosts}`"
-                " (or opt in to trust_on_first_use)."
-            )
-        known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        fd = os.open(known_hosts, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as f:
-            f.write(line)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        logger.warning(
-            "trust on first use: recorded %s host key %s for %s:%s in %s",
-            key.get_name(),
-            key.fingerprint,
-            self._settings.host,
-            self._settings.port,
-            known_hosts,
-        )
-
-
-def _transport_factory(sock: socket.socket, disabled_algorithms=None) -> paramiko.Transport:
-    transport = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
-    options = transport.get_security_options()
-    available = tuple(options.ciphers)
-    options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in available) + tuple(
-        c for c in available if c not in PREFERRED_CIPHERS
-    )
-    return transport
-
-
-class SSHSession:
+class SSHSession(RemoteFiles):
     """One lazily opened, self-healing SSH/SFTP connection with the resource's operations."""
 
     def __init__(self, settings: SSHSettings, remote_dir: str = ".") -> None:
@@ -151,7 +76,7 @@ class SSHSession:
         client = paramiko.SSHClient()
         if s.known_hosts.is_file():
             client.load_host_keys(str(s.known_hosts))
-        client.set_missing_host_key_policy(_HostKeyPolicy(s))
+        client.set_missing_host_key_policy(HostKeyPolicy(s))
         sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -168,7 +93,7 @@ class SSHSession:
                 channel_timeout=s.connect_timeout_s,
                 look_for_keys=False,
                 allow_agent=s.allow_agent,
-                transport_factory=_transport_factory,
+                transport_factory=transport_factory,
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -385,95 +310,3 @@ class SSHSession:
                 result,
             )
         return result
-
-    # -- files ------------------------------------------------------------------------------
-
-    def stat(self, path: str) -> RemoteStat:
-        target = self.resolve(path)
-        return self.retrying(
-            f"stat {target}", lambda: sftp_stat(self.sftp(), self.settings.host, target)
-        )
-
-    def exists(self, path: str) -> bool:
-        try:
-            self.stat(path)
-        except RemoteFileNotFoundError:
-            return False
-        return True
-
-    def sha256(self, path: str) -> str:
-        target = self.resolve(path)
-        result = self.run(f"sha256sum -- {shlex.quote(target)}")
-        return sha256_from_result(self.settings.host, result, target)
-
-    def file_digests(
-        self, folder: str, names: Sequence[str], *, timeout: float | None = None
-    ) -> dict[str, RemoteFileDigest]:
-        """Size, mtime and sha256 of files in one remote folder, with one remote command.
-
-        A missing folder or file raises `RemoteFileNotFoundError` naming it (found with SFTP
-        stats, on that failure path only).
-        """
-        target = self.resolve(folder)
-        quoted = " ".join(shlex.quote(name) for name in names)
-        result = self.run(
-            f"cd -- {shlex.quote(target)} && stat -L -c '%s %Y' -- {quoted}"
-            f" && sha256sum -- {quoted}",
-            timeout=timeout,
-        )
-        lines = result.stdout.splitlines()
-        digests = parse_sha256sum("\n".join(lines[len(names) :]))
-        if not result.ok or any(name not in digests for name in names):
-            for path in (target, *(posixpath.join(target, name) for name in names)):
-                self.stat(path)  # raises, naming the first path that is missing
-            raise ClusterCommandError(
-                f"reading {self.settings.host}:{target} failed: {result.stderr.strip()[-500:]}",
-                result,
-            )
-        found = {}
-        for name, line in zip(names, lines, strict=False):
-            size, mtime = line.split()
-            path = posixpath.join(target, name)
-            found[name] = RemoteFileDigest(path, int(size), float(mtime), digests[name])
-        return found
-
-    def read_tail(self, path: str, max_bytes: int = 8192) -> str:
-        """Last `max_bytes` of a remote text file, starting at a line boundary when cut."""
-        target = self.resolve(path)
-
-        def op() -> str:
-            sftp = self.sftp()
-            size = sftp_stat(sftp, self.settings.host, target).size
-            start = max(0, size - max_bytes)
-            with sftp.open(target, "rb") as f:
-                f.seek(start)
-                data = f.read(size - start)
-            if start > 0 and b"\n" in data:
-                data = data.split(b"\n", 1)[1]
-            return data.decode(errors="replace")
-
-        return self.retrying(f"read tail of {target}", op)
-
-    def read_from(self, path: str, offset: int, max_bytes: int = CHUNK_BYTES) -> tuple[bytes, int]:
-        """Bytes appended since `offset` and the new offset, for following a growing log.
-
-        A missing file reads as empty (the job has not started writing yet); a file shorter
-        than `offset` was truncated, so reading restarts at 0.
-        """
-        target = self.resolve(path)
-
-        def op() -> tuple[bytes, int]:
-            sftp = self.sftp()
-            try:
-                size = sftp_stat(sftp, self.settings.host, target).size
-            except RemoteFileNotFoundError:
-                return b"", offset
-            start = 0 if size < offset else offset
-            if size == start:
-                return b"", start
-            with sftp.open(target, "rb") as f:
-                f.seek(start)
-                data = f.read(min(size - start, max_bytes))
-            return data, start + len(data)
-
-        return self.retrying(f"read {target}", op)

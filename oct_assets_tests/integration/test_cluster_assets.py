@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, materialize
 
+from oct_assets.assets.cluster import cluster_model
 from oct_assets.assets.graph import CLUSTER_BRANCH, LOCAL_GRAPH
 from oct_assets.definitions import cluster_checks
 from oct_assets.ml.config import TrainConfig
@@ -109,6 +110,28 @@ def test_fetch_cache_hit_and_changed_remote_model(
     )
 
 
+def test_fetch_needs_nothing_local(
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+    tiny_sample: Path,
+) -> None:
+    """Fetch mode on an empty data folder: no reduced_sample, no image tree, a fresh instance."""
+    path = remote_model(sshd_server, "fetched-alone", tiny_sample, seed=3)
+    data_env.mkdir(parents=True, exist_ok=True)
+    assert not any(data_env.iterdir())  # no reduced_sample, no images: nothing local
+    result = materialize(
+        [cluster_model],
+        instance=DagsterInstance.ephemeral(),
+        resources={"io_manager": LatestArtifactIOManager(), "cluster": sshd_server.resource()},
+        run_config={
+            "ops": {"cluster_model": {"config": {"mode": "fetch", "remote_model_path": path}}}
+        },
+    )
+    assert result.success
+    assert Path(meta(result, "cluster_model")["path"], "model.pt").is_file()
+
+
 def test_fetch_missing_remote_model_names_the_path(
     sample_instance: DagsterInstance, sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch
 ) -> None:
@@ -140,6 +163,12 @@ def test_train_on_slurm_end_to_end(
     model = meta(result, "cluster_model")
     assert model["slurm_state"] == "COMPLETED" and model["job_id"] > 0
     assert model["model_json"]["config"]["epochs"] == 2
+    usage = model["slurm_usage"]  # this Slurm keeps no accounting: scontrol, and it says so
+    assert usage["source"] == "scontrol" and usage["state"] == "COMPLETED"
+    assert usage["exit_code"] == 0 and usage["nodes"] == 1 and usage["elapsed_s"] >= 0
+    assert usage["cpu_efficiency"] is None and "sacct" in usage["why"]
+    staged = model["sample_staging"]
+    assert staged["sent_files"] == staged["files"] > 0  # a new sample: all of it, in one stream
     assert is_complete(Path(model["path"]))
     logs = [
         e.message
@@ -176,3 +205,29 @@ def _input(asset: str):
     from dagster import AssetKey, build_input_context
 
     return build_input_context(asset_key=AssetKey(asset))
+
+
+def test_two_task_job_trains_with_ddp_end_to_end(
+    sample_instance: DagsterInstance,
+    slurm_cluster: SlurmCluster,
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+) -> None:
+    """Two Slurm tasks on the one node: srun + torchrun (gloo), rank 0 writes the model."""
+    one = {"mode": "train", "training": TINY_TRAIN, "slurm": {**node_python(), **QUICK_JOB}}
+    two = {**one, "slurm": {**one["slurm"], "ntasks_per_node": 2}}
+    result = run_cluster(sample_instance, sshd_server, two)
+    model = meta(result, "cluster_model")
+    assert model["slurm_state"] == "COMPLETED" and model["world_size"] == 2
+    assert model["model_json"]["world_size"] == 2
+    job_dir = sshd_server.remote_dir / "jobs" / model["salt"]
+    script = next(job_dir.glob("*.sbatch")).read_text()
+    assert "--ntasks-per-node=2" in script and "torch.distributed.run" in script
+    log = (job_dir / f"slurm-{model['job_id']}.log").read_text()
+    assert "rank 0 of 2" in log, log[-2000:]
+    # The world size is in the salt: the one-process model is another asset version.
+    assert (
+        meta(run_cluster(sample_instance, sshd_server, one), "cluster_model")["salt"]
+        != (model["salt"])
+    )

@@ -8,15 +8,18 @@ from collections.abc import Iterator
 import pytest
 
 from oct_assets.cluster import slurm as sl
-from oct_assets.cluster.slurm import (
+from oct_assets.cluster.accounting import job_usage
+from oct_assets.cluster.batch_script import SlurmJobSpec, render_batch_script
+from oct_assets.cluster.errors import (
     SlurmJobFailedError,
     SlurmJobNotFoundError,
-    SlurmJobSpec,
+    SlurmJobUnschedulableError,
     SlurmSubmitError,
     SlurmWaitTimeoutError,
-    render_batch_script,
 )
 from oct_assets.cluster.ssh import SSHSession
+from oct_assets.cluster.training import launch, procs_per_node
+from oct_assets.cluster.types import CommandResult
 from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
 
 POLL_S = 0.3
@@ -130,3 +133,89 @@ def test_rejected_submission_and_unknown_job(slurm: SSHSession) -> None:
         sl.submit(slurm, spec("nowhere", "true", partition="no_such_partition"))
     with pytest.raises(SlurmJobNotFoundError):
         sl.job_status(slurm, 987654)
+
+
+def test_render_multi_node_gpu_job_and_its_torchrun_launch() -> None:
+    setup, command = launch("python3", "--sample s --out o", nodes=4, per_node=8)
+    text = render_batch_script(
+        SlurmJobSpec(
+            name="ddp",
+            command=command,
+            workdir="/scratch/u/ddp",
+            nodes=4,
+            ntasks_per_node=1,
+            gpus_per_node=8,
+            cpus_per_task=8,
+            account="proj42",
+            qos="normal",
+            constraint="a100&ib",
+            extra_directives=("--exclusive",),
+            setup=("module load cuda", *setup),
+        )
+    )
+    lines = text.splitlines()
+    for directive in (
+        "--nodes=4",
+        "--ntasks-per-node=1",
+        "--gpus-per-node=8",
+        "--account=proj42",
+        "--qos=normal",
+        "--constraint='a100&ib'",
+        "--exclusive",
+    ):
+        assert f"#SBATCH {directive}" in lines
+    assert 'OCT_RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)' in lines
+    assert lines[-1].startswith("srun --nodes=$SLURM_NNODES --ntasks=$SLURM_NNODES")
+    assert "-m torch.distributed.run --nnodes $SLURM_NNODES --nproc-per-node 8" in lines[-1]
+    assert "--rdzv-backend c10d --rdzv-endpoint $OCT_RDZV_HOST:$OCT_RDZV_PORT" in lines[-1]
+    assert lines[-1].endswith("-m oct_assets.ml.train --sample s --out o")
+    # One process stays plain python; one node meets on loopback.
+    assert launch("py", "--x", nodes=1, per_node=1) == ([], "py -m oct_assets.ml.train --x")
+    assert "OCT_RDZV_HOST=127.0.0.1" in launch("py", "--x", nodes=1, per_node=2)[0]
+    assert procs_per_node(ntasks_per_node=2, gpus_per_node=0) == 2
+    assert procs_per_node(ntasks_per_node=1, gpus_per_node=4) == 4
+    with pytest.raises(ValueError, match="gpus_per_node or gres"):
+        SlurmJobSpec(name="x", command="true", workdir="/w", gpus_per_node=1, gres="gpu:1")
+
+
+@pytest.mark.cluster
+def test_impossible_job_fails_fast_naming_the_reason(slurm: SSHSession) -> None:
+    job = sl.submit(slurm, spec("toobig", "true", cpus_per_task=4096))
+    started = time.monotonic()
+    with pytest.raises(SlurmJobUnschedulableError, match="Reason=PartitionConfig"):
+        sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=600)
+    assert time.monotonic() - started < 20  # not the whole timeout
+    assert wait_for_state(slurm, job.job_id, {"CANCELLED"}) == "CANCELLED"
+
+
+@pytest.mark.cluster
+def test_submit_records_the_job_beside_its_folder(slurm: SSHSession) -> None:
+    job = sl.submit(slurm, spec("recorded", "true"), record={"world_size": 2})
+    found = sl.read_record(slurm, "jobs/recorded")
+    assert found is not None
+    recorded, fields = found
+    assert recorded == job and fields["world_size"] == 2
+    assert sl.read_record(slurm, "jobs/never-submitted") is None
+    sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=60)
+
+
+class _Shell:
+    """Answers sacct like a cluster with accounting (slurmdbd is not part of the test cluster)."""
+
+    def run(self, command: str, **kwargs) -> CommandResult:
+        assert command.startswith("sacct ")
+        out = (
+            "77|COMPLETED|0:0|3600|01:30:00||2|16|billing=16,cpu=16,gres/gpu=4,mem=64G,node=2\n"
+            "77.batch|COMPLETED|0:0|3600|00:01:00|1200M|1|8|cpu=8,mem=32G,node=1\n"
+            "77.0|COMPLETED|0:0|3590|01:29:00|7.5G|2|16|cpu=16,gres/gpu=4,node=2\n"
+        )
+        return CommandResult(command, 0, out, "")
+
+
+def test_usage_from_sacct() -> None:
+    usage = job_usage(_Shell(), 77)
+    assert usage["source"] == "sacct" and usage["state"] == "COMPLETED"
+    assert usage["exit_code"] == 0 and usage["elapsed_s"] == 3600
+    assert usage["node_hours"] == 2 and usage["gpu_hours"] == 4
+    assert usage["cpu_efficiency"] == round(5400 / (3600 * 16), 4)
+    assert usage["peak_memory_bytes"] == int(7.5 * 2**30)

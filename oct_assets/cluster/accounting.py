@@ -1,0 +1,99 @@
+"""What a finished Slurm job used: from `sacct` where the cluster keeps accounting, else from
+`scontrol show job` (which knows no CPU time or memory peak); the result says which."""
+
+from __future__ import annotations
+
+import re
+
+from oct_assets.cluster.slurm import RemoteShell
+
+SACCT_FIELDS = "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS,NNodes,AllocCPUS,AllocTRES"
+_SIZE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def job_usage(shell: RemoteShell, job_id: int) -> dict:
+    """Elapsed time, CPU efficiency, peak memory, node- and GPU-hours, state and exit code."""
+    result = shell.run(f"sacct -n -P -j {int(job_id)} -o {SACCT_FIELDS}")
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.strip()]
+    if result.ok and rows:
+        return _from_sacct(job_id, rows)
+    shown = shell.run(f"scontrol show job -o {int(job_id)}")
+    if not shown.ok:
+        return {"source": "none", "why": (result.stderr or shown.stderr).strip()[:300]}
+    usage = _from_scontrol(shown.stdout)
+    usage["why"] = "sacct: " + (result.stderr.strip()[:200] or "no accounting records")
+    return usage
+
+
+def _seconds(text: str) -> float:
+    """Slurm's [D-]HH:MM:SS[.fff] or MM:SS.fff as seconds."""
+    days, _, clock = text.rpartition("-")
+    parts = [float(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return (int(days) if days else 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def _bytes(text: str) -> int | None:
+    match = re.fullmatch(r"([\d.]+)([KMGT]?)", text.strip())
+    return int(float(match.group(1)) * _SIZE[match.group(2)]) if match else None
+
+
+def _gpus(tres: str) -> int:
+    match = re.search(r"gres/gpu(?::[^=,]+)?=(\d+)", tres)
+    return int(match.group(1)) if match else 0
+
+
+def _exit(text: str) -> int | None:
+    return int(text.split(":")[0]) if re.fullmatch(r"\d+:\d+", text) else None
+
+
+def _summary(source: str, state: str, exit_code, elapsed: float, nodes: int, gpus: int) -> dict:
+    return {
+        "source": source,
+        "state": state,
+        "exit_code": exit_code,
+        "elapsed_s": round(elapsed, 1),
+        "nodes": nodes,
+        "node_hours": round(nodes * elapsed / 3600, 4),
+        "gpus": gpus,
+        "gpu_hours": round(gpus * elapsed / 3600, 4),
+    }
+
+
+def _from_sacct(job_id: int, rows: list[list[str]]) -> dict:
+    fields = SACCT_FIELDS.split(",")
+    records = [dict(zip(fields, row, strict=False)) for row in rows]
+    job = next((r for r in records if r["JobID"] == str(job_id)), records[0])
+    elapsed = float(job["ElapsedRaw"] or 0)
+    cpus = int(job["AllocCPUS"] or 0)
+    usage = _summary(
+        "sacct",
+        job["State"].split()[0],
+        _exit(job["ExitCode"]),
+        elapsed,
+        int(job["NNodes"] or 0),
+        _gpus(job["AllocTRES"]),
+    )
+    cpu_s = _seconds(job["TotalCPU"]) if job["TotalCPU"] else None
+    peaks = [b for r in records if (b := _bytes(r.get("MaxRSS", ""))) is not None]
+    usage["cpu_efficiency"] = (
+        round(cpu_s / (elapsed * cpus), 4) if cpu_s and elapsed and cpus else None
+    )
+    usage["peak_memory_bytes"] = max(peaks) if peaks else None
+    return usage
+
+
+def _from_scontrol(text: str) -> dict:
+    fields = dict(re.findall(r"(\w+)=(\S*)", text))
+    usage = _summary(
+        "scontrol",
+        fields.get("JobState", "UNKNOWN"),
+        _exit(fields.get("ExitCode", "")),
+        _seconds(fields.get("RunTime", "0:0:0")),
+        int(fields.get("NumNodes", "0").split("-")[0] or 0),
+        _gpus(fields.get("AllocTRES", "") or fields.get("TRES", "")),
+    )
+    usage["cpu_efficiency"] = None  # scontrol knows no CPU time
+    usage["peak_memory_bytes"] = None  # nor a memory peak
+    return usage

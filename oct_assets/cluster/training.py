@@ -1,0 +1,153 @@
+"""Training jobs on a Slurm cluster, no Dagster: the torchrun launcher and jobs that survive
+restarts of whoever submitted them.
+
+A job's id is recorded beside its folder at submission (`jobs/<salt>/job.json`, written by the
+same remote command that runs sbatch). A later call for the same salt follows a job that is still
+pending or running instead of submitting a second one; a failed job is reported (state and log
+tail) and resubmitted only when asked; a job cancelled by its own caller (interrupt, timeout)
+has its record moved aside, so the next call submits afresh. Each job writes into its own
+`<model>.partial-<job id>` folder, so no job ever deletes a folder another live job writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from oct_assets.cluster import slurm
+from oct_assets.cluster.batch_script import SlurmJobSpec
+from oct_assets.cluster.errors import ClusterError, SlurmJobFailedError, SlurmJobNotFoundError
+from oct_assets.cluster.slurm import RemoteShell, SlurmJob, SlurmJobStatus
+
+logger = logging.getLogger(__name__)
+
+TRAIN_MODULE = "oct_assets.ml.train"
+PARTIAL_SUFFIX = ".partial-"
+# torchrun's rendezvous port: derived from the job id, so two jobs sharing a node do not collide.
+RDZV_PORT = "$((20000 + SLURM_JOB_ID % 20000))"
+
+
+def procs_per_node(ntasks_per_node: int, gpus_per_node: int) -> int:
+    """Training processes per node: one per GPU where GPUs are asked for, else one per task."""
+    return gpus_per_node or ntasks_per_node
+
+
+def launch(python: str, train_args: str, *, nodes: int, per_node: int) -> tuple[list[str], str]:
+    """Setup lines and the command that start `python -m oct_assets.ml.train` in a batch job.
+
+    One process overall: plain python. Otherwise one `torchrun` per node through `srun`
+    (`python -m torch.distributed.run`, so the node's `python` setting also picks torchrun),
+    which starts `per_node` ranks there and meets the others at the head node's c10d rendezvous.
+    A single node rendezvous on 127.0.0.1 and needs no network.
+    """
+    py = shlex.quote(python)
+    if nodes * per_node == 1:
+        return [], f"{py} -m {TRAIN_MODULE} {train_args}"
+    head = (
+        "127.0.0.1" if nodes == 1 else '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)'
+    )
+    setup = [f"OCT_RDZV_HOST={head}", f"OCT_RDZV_PORT={RDZV_PORT}"]
+    command = (
+        "srun --nodes=$SLURM_NNODES --ntasks=$SLURM_NNODES --ntasks-per-node=1"
+        f" --cpus-per-task=$(({per_node} * ${{SLURM_CPUS_PER_TASK:-1}}))"
+        f" {py} -m torch.distributed.run --nnodes $SLURM_NNODES --nproc-per-node {per_node}"
+        " --rdzv-id $SLURM_JOB_ID --rdzv-backend c10d"
+        " --rdzv-endpoint $OCT_RDZV_HOST:$OCT_RDZV_PORT"
+        f" -m {TRAIN_MODULE} {train_args}"
+    )
+    return setup, command
+
+
+def partial_dir(model_dir: str) -> str:
+    """The job's own unfinished model folder (shell text: `$SLURM_JOB_ID` expands in the job)."""
+    return f"{model_dir}{PARTIAL_SUFFIX}$SLURM_JOB_ID"
+
+
+def sweep_dead_partials(shell: RemoteShell, model_dir: str) -> None:
+    """Delete `<model>.partial-<id>` folders whose job Slurm no longer runs (never a live one)."""
+    pattern = shlex.quote(model_dir + PARTIAL_SUFFIX) + "*"
+    shell.run(
+        f'for d in {pattern}; do [ -d "$d" ] || continue; id=${{d##*{PARTIAL_SUFFIX}}};'
+        ' [ -n "$(squeue -h -j "$id" -o %i 2>/dev/null)" ] || rm -rf -- "$d"; done',
+        check=True,
+    )
+
+
+def run_or_follow(
+    shell: RemoteShell,
+    *,
+    job_dir: str,
+    model_dir: str,
+    prepare: Callable[[], SlurmJobSpec],
+    record: dict,
+    resubmit_failed: bool,
+    poll_interval_s: float,
+    timeout_s: float | None,
+    on_log_line: Callable[[int, str], None],
+    log: Callable[[str], None],
+) -> tuple[SlurmJob, SlurmJobStatus, bool]:
+    """Follow the job recorded in `job_dir`, or submit `prepare()`'s; (job, status, followed).
+
+    Called when `model_dir` holds no finished model; `on_log_line(job_id, line)` gets the job's
+    log as it grows. Raises `SlurmJobFailedError` for a recorded
+    job that ended without one unless `resubmit_failed` is set.
+    """
+    found = slurm.read_record(shell, job_dir)
+    if found is not None:
+        job, previous = found
+        try:
+            status = slurm.job_status(shell, job.job_id)
+        except SlurmJobNotFoundError:
+            status = SlurmJobStatus(job.job_id, "UNKNOWN", reason="no longer known to Slurm")
+        if not status.finished and status.state != "UNKNOWN":
+            log(
+                f"following Slurm job {job.job_id} ({status.state}) submitted"
+                f" {previous.get('submitted', '?')} for this salt, instead of submitting again"
+            )
+            return job, _follow(shell, job, job_dir, poll_interval_s, timeout_s, on_log_line), True
+        if not resubmit_failed:
+            raise SlurmJobFailedError(
+                job,
+                status,
+                slurm.tail(shell, job.log_path),
+                hint="it was submitted by an earlier run for this salt; set"
+                " `resubmit_failed: true` to submit it again",
+            )
+        log(f"Slurm job {job.job_id} ended {status.state} without a model; resubmitting")
+        slurm.retire_record(shell, job_dir, job.job_id, "failed")
+    sweep_dead_partials(shell, model_dir)
+    spec = prepare()
+    submitted = {"submitted": datetime.now(UTC).isoformat(timespec="seconds"), **record}
+    job = slurm.submit(shell, spec, record=submitted)
+    log(f"submitted Slurm job {job.job_id}; log {job.log_path}")
+    return job, _follow(shell, job, job_dir, poll_interval_s, timeout_s, on_log_line), False
+
+
+def _follow(
+    shell: RemoteShell,
+    job: SlurmJob,
+    job_dir: str,
+    poll_interval_s: float,
+    timeout_s: float | None,
+    on_log_line: Callable[[int, str], None],
+) -> SlurmJobStatus:
+    """Wait for the job; if waiting stops early the job is cancelled and its record retired."""
+    try:
+        return slurm.wait(
+            shell,
+            job,
+            poll_interval_s=poll_interval_s,
+            timeout_s=timeout_s,
+            on_log_line=lambda line: on_log_line(job.job_id, line),
+            cancel_on_abort=True,
+        )
+    except SlurmJobFailedError:
+        raise  # the record stays: the next run reports it and resubmits only when asked
+    except BaseException:
+        try:  # slurm.wait cancelled the job; the next run must submit afresh, not report it
+            slurm.retire_record(shell, job_dir, job.job_id, "cancelled")
+        except ClusterError as exc:
+            logger.error("could not retire the record of cancelled job %d: %s", job.job_id, exc)
+        raise
