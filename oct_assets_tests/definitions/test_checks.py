@@ -90,10 +90,10 @@ def tampered(built: Built, asset: str) -> Iterator[Path]:
     """A copy of `asset`'s latest folder, made its latest output for the duration."""
     pointer = built.data / asset / "latest.json"
     original = pointer.read_text()
-    source = Path(json.loads(original)["path"])
+    source = built.data / asset / json.loads(original)["salt"]
     copy = source.with_name(f"{source.name}-tampered")
     shutil.copytree(source, copy)
-    pointer.write_text(json.dumps({"asset": asset, "salt": copy.name, "path": str(copy)}))
+    pointer.write_text(json.dumps({"asset": asset, "salt": copy.name}))
     try:
         yield copy
     finally:

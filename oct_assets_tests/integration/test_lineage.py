@@ -1,0 +1,98 @@
+"""Runs that share a data folder never mix outputs; a copied data folder reads its own files."""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, InputContext, materialize
+
+from oct_assets.assets.graph import LOCAL_GRAPH
+from oct_assets.resources.io_manager import LatestArtifactIOManager
+from oct_assets.store.salt import read_manifest
+from oct_assets_tests.integration.test_assets import RESOURCES, metadata, run_config, salts
+
+
+def _materialize(instance: DagsterInstance, selection=None, **config: dict):
+    ops = run_config(**config)["ops"]
+    if selection:
+        ops = {k: v for k, v in ops.items() if k in selection}
+    return materialize(
+        LOCAL_GRAPH,
+        selection=selection,
+        instance=instance,
+        resources={**RESOURCES, "io_manager": LatestArtifactIOManager()},
+        run_config={"ops": ops},
+    )
+
+
+def test_a_slowed_run_reads_its_own_model(
+    tiny_tree: Path, data_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run A waits just before `predictions` loads its model; run B (another instance, other
+    settings) completes on the same data folder meanwhile; A still scores A's model."""
+    a_waiting, b_done = threading.Event(), threading.Event()
+    original = LatestArtifactIOManager.load_input
+
+    def slowed(self: LatestArtifactIOManager, context: InputContext):
+        if (
+            threading.current_thread().name == "run-a"
+            and context.op_def.name == "predictions"
+            and context.asset_key.path[-1] == "trained_model"
+        ):
+            a_waiting.set()
+            assert b_done.wait(300)
+        return original(self, context)
+
+    monkeypatch.setattr(LatestArtifactIOManager, "load_input", slowed)
+    results = {}
+
+    def run_a() -> None:
+        try:
+            results["a"] = _materialize(DagsterInstance.ephemeral(), train={"epochs": 2})
+        finally:
+            a_waiting.set()  # also when A failed early: the test must not hang
+
+    thread = threading.Thread(target=run_a, name="run-a")
+    thread.start()
+    try:
+        assert a_waiting.wait(300) and "a" not in results, "run A never reached predictions"
+        results["b"] = _materialize(DagsterInstance.ephemeral(), train={"epochs": 3, "seed": 5})
+    finally:
+        b_done.set()
+        thread.join(300)
+    a, b = salts(results["a"]), salts(results["b"])
+    assert a["trained_model"] != b["trained_model"]
+    predictions = read_manifest(data_env / "predictions" / a["predictions"])
+    assert predictions["upstream"]["model"] == a["trained_model"]
+    # The pointer beside the data names B's model, the last one published: only the event log
+    # kept A on its own.
+    pointer = json.loads((data_env / "trained_model" / "latest.json").read_text())
+    assert pointer["salt"] == b["trained_model"]
+
+
+def test_a_copied_data_folder_reads_its_own_files(
+    tiny_tree: Path, data_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _materialize(DagsterInstance.ephemeral())
+    copy = tmp_path / "copied_data"
+    shutil.copytree(data_env, copy, symlinks=True)
+    shutil.rmtree(data_env)
+    monkeypatch.setenv("OCT_DATA_DIR", str(copy))
+    # A fresh instance has no history: the inputs come from the copy's latest.json pointers.
+    again = _materialize(DagsterInstance.ephemeral(), selection=["predictions"])
+    assert metadata(again, "predictions")["cache_hit"] is True
+    assert metadata(again, "predictions")["path"] == str(
+        copy / "predictions" / salts(first)["predictions"]
+    )
+
+
+def test_a_run_reads_the_upstream_recorded_when_it_started(tiny_tree: Path, data_env: Path) -> None:
+    """An upstream outside the run's selection: the instance's record wins over the pointer
+    that another instance's run moved on."""
+    mine = DagsterInstance.ephemeral()
+    first = _materialize(mine)
+    _materialize(DagsterInstance.ephemeral(), train={"seed": 7})  # moves latest.json
+    again = _materialize(mine, selection=["predictions"])
+    assert metadata(again, "predictions")["salt"] == salts(first)["predictions"]
