@@ -107,12 +107,12 @@ class ReducedSampleConfig(Config):
     seed: int = Field(default=0, ge=0, description="seed of the sampling draw")
 
 
-@asset(group_name=GROUP, code_version="2")  # 2: contact_sheet.png
+@asset(group_name=GROUP, code_version="3")  # 2: contact_sheet.png; 3: copies, not links
 def reduced_sample(
     context: AssetExecutionContext, config: ReducedSampleConfig, raw_oct_images: Artifact
 ) -> Output[Artifact]:
-    """A seeded, stratified sample with no patient in both splits, hard-linked into its folder."""
-    from oct_assets.dataset.sampling import check_images, draw_sample, link_sample
+    """A seeded, stratified sample with no patient in both splits, copied into its folder."""
+    from oct_assets.dataset.sampling import check_images, copy_sample, draw_sample
     from oct_assets.ml.plots import contact_sheet_png
 
     cfg = config.model_dump()
@@ -124,8 +124,8 @@ def reduced_sample(
         sample = draw_sample(records, config.train_per_class, config.test_per_class, config.seed)
         context.log.info(f"sampled {len(sample)} images; checking that each one decodes")
         check_images(root, sample)
-        method = link_sample(root, sample, tmp)
-        context.log.info(f"linked {len(sample)} images into the sample ({method})")
+        method = copy_sample(root, sample, tmp)
+        context.log.info(f"copied {len(sample)} images into the sample ({method})")
         by_class = {c: [r.path for r in sample if r.label == c] for c in CLASSES}
         (tmp / CONTACT_SHEET).write_bytes(contact_sheet_png(tmp, by_class))
         counts = {s: dict.fromkeys(CLASSES, 0) for s in SPLITS}
@@ -135,7 +135,7 @@ def reduced_sample(
             "n_images": len(sample),
             "counts": counts,
             "patients": {s: len({r.patient for r in sample if r.split == s}) for s in SPLITS},
-            "link_method": method,
+            "copy_method": method,
             "synthetic": scan_summary["synthetic"],
             "source_root": str(root),
             "classes": list(CLASSES),
@@ -156,7 +156,7 @@ def describe_sample(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         "counts": counts_table(s["counts"]),
         "patients_train": s["patients"]["train"],
         "patients_test": s["patients"]["test"],
-        "link_method": s["link_method"],
+        "copy_method": s["copy_method"],
         "synthetic": s["synthetic"],
     }
     if (folder / CONTACT_SHEET).is_file():

@@ -96,3 +96,23 @@ def test_a_run_reads_the_upstream_recorded_when_it_started(tiny_tree: Path, data
     _materialize(DagsterInstance.ephemeral(), train={"seed": 7})  # moves latest.json
     again = _materialize(mine, selection=["predictions"])
     assert metadata(again, "predictions")["salt"] == salts(first)["predictions"]
+
+
+def test_a_source_edited_in_place_leaves_the_sample_unchanged(
+    tiny_tree: Path, data_env: Path
+) -> None:
+    result = materialize(
+        LOCAL_GRAPH[:2],
+        instance=DagsterInstance.ephemeral(),
+        resources={"io_manager": LatestArtifactIOManager()},
+        run_config={"ops": {"reduced_sample": run_config()["ops"]["reduced_sample"]}},
+    )
+    sample = result.output_for_node("reduced_sample").path
+    sampled = sorted(p for p in sample.rglob("*.jpeg"))
+    before = {p: p.read_bytes() for p in sampled}
+    source = tiny_tree / sampled[0].relative_to(sample)
+    inode = source.stat().st_ino
+    with open(source, "r+b") as f:  # same inode, as editors and sync tools rewrite
+        f.write(b"\xff" * 64)
+    assert source.stat().st_ino == inode
+    assert {p: p.read_bytes() for p in sampled} == before
