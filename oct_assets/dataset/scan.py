@@ -11,6 +11,7 @@ import csv
 import hashlib
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,26 @@ def fingerprint_records(records: list[ImageRecord]) -> str:
     for r in sorted(records, key=lambda r: r.path):
         h.update(f"{r.path}\t{r.size}\t{r.mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+FINGERPRINTS = ("stat", "content")
+
+
+def content_fingerprint(root: Path, records: list[ImageRecord], workers: int = 8) -> str:
+    """Hash of every image's path and sha256 of its bytes: reads every file, and catches an edit
+    that keeps size and mtime, which the stat-only `fingerprint_records` misses."""
+
+    def digest(r: ImageRecord) -> str:
+        h = hashlib.sha256()
+        with open(root / r.path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return f"{r.path}\t{h.hexdigest()}\n"
+
+    ordered = sorted(records, key=lambda r: r.path)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        lines = pool.map(digest, ordered)
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def tree_fingerprint(root: Path) -> str:

@@ -1,6 +1,7 @@
 """Runs that share a data folder never mix outputs; a copied data folder reads its own files."""
 
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from dagster import DagsterInstance, InputContext, materialize
 
 from oct_assets.assets.graph import LOCAL_GRAPH
+from oct_assets.dataset.scan import content_fingerprint, scan_tree
 from oct_assets.resources.io_manager import LatestArtifactIOManager
 from oct_assets.store.salt import read_manifest
 from oct_assets_tests.integration.test_assets import RESOURCES, metadata, run_config, salts
@@ -116,3 +118,39 @@ def test_a_source_edited_in_place_leaves_the_sample_unchanged(
         f.write(b"\xff" * 64)
     assert source.stat().st_ino == inode
     assert {p: p.read_bytes() for p in sampled} == before
+
+
+@pytest.mark.parametrize("fingerprint", ["stat", "content"])
+def test_the_same_images_at_two_paths_give_the_same_salts(
+    tiny_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fingerprint: str
+) -> None:
+    moved = tmp_path / "elsewhere" / "OCT2017"
+    shutil.copytree(tiny_tree, moved, copy_function=shutil.copy2)
+    found = {}
+    for name, root in (("here", tiny_tree), ("there", moved)):
+        monkeypatch.setenv("OCT_IMAGES_DIR", str(root))
+        monkeypatch.setenv("OCT_DATA_DIR", str(tmp_path / f"data-{name}"))
+        config = run_config()
+        config["ops"]["raw_oct_images"] = {"config": {"fingerprint": fingerprint}}
+        found[name] = materialize(
+            LOCAL_GRAPH,
+            instance=DagsterInstance.ephemeral(),
+            resources={**RESOURCES, "io_manager": LatestArtifactIOManager()},
+            run_config=config,
+        )
+        assert metadata(found[name], "raw_oct_images")["root"] == str(root)
+    assert salts(found["here"]) == salts(found["there"])
+
+
+def test_content_fingerprint_sees_an_edit_that_keeps_size_and_mtime(tiny_tree: Path) -> None:
+    scan = scan_tree(tiny_tree)
+    before = (scan.fingerprint, content_fingerprint(tiny_tree, scan.records))
+    image = tiny_tree / scan.records[0].path
+    st = image.stat()
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(bytes(data))
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after_scan = scan_tree(tiny_tree)
+    assert after_scan.fingerprint == before[0]  # stat-only: documented blind spot
+    assert content_fingerprint(tiny_tree, after_scan.records) != before[1]
