@@ -124,18 +124,24 @@ def _stat_images(
                 if name.startswith("."):
                     continue
                 m = FILENAME_RE.match(name)
-                if m is not None and m["label"].upper() == label and e.is_file():
-                    st = e.stat()
-                    out.append((name, st.st_size, st.st_mtime_ns))
-                elif ignored is not None:
-                    ignored.append((f"{class_dir.parent.name}/{label}/{name}", _why(e, m, label)))
+                try:
+                    is_file = e.is_file()
+                    if m is not None and m["label"].upper() == label and is_file:
+                        st = e.stat()
+                        out.append((name, st.st_size, st.st_mtime_ns))
+                        continue
+                    why = _why(is_file, m, label)
+                except OSError as exc:  # a symlink loop, a dangling mount: name it, go on
+                    why = f"cannot stat ({exc.strerror})"
+                if ignored is not None:
+                    ignored.append((f"{class_dir.parent.name}/{label}/{name}", why))
     finally:
         os.close(fd)
     return out
 
 
-def _why(entry: os.DirEntry, m: re.Match | None, label: str) -> str:
-    if not entry.is_file():
+def _why(is_file: bool, m: re.Match | None, label: str) -> str:
+    if not is_file:
         return "not a regular file"
     if m is None:
         return "name does not match <CLASS>-<patient>-<n>.jpeg"

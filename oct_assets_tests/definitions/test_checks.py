@@ -23,6 +23,7 @@ from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.dataset.scan import ImageRecord
 from oct_assets.definitions import local_checks
 from oct_assets.resources.io_manager import LatestArtifactIOManager
+from oct_assets_tests.dataset.test_validity import _png_header_only
 from oct_assets_tests.resources import LOCAL_RESOURCES
 
 RESOURCES = {**LOCAL_RESOURCES, "io_manager": LatestArtifactIOManager()}
@@ -141,13 +142,15 @@ def test_images_readable_names_corrupt_images(tiny_tree: Path, data_env: Path) -
     images[0].write_bytes(images[0].read_bytes()[:600])
     images[1].write_bytes(b"")
     images[2].write_text("this is not a JPEG")
+    images[3].write_bytes(_png_header_only(30000, 30000))  # a decompression bomb
     evaluation = raw_checks(tiny_tree)["raw_oct_images:images_readable"]
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
     listed = evaluation.metadata["unreadable_files"].value
-    assert f"{images[0]}: truncated" in listed
+    assert f"{images[0]}: no JPEG end-of-image marker" in listed
     assert f"{images[1]}: empty file" in listed
     assert f"{images[2]}: not an image" in listed
-    assert evaluation.metadata["unreadable"].value == 3
+    assert f"{images[3]}: decompression bomb" in listed
+    assert evaluation.metadata["unreadable"].value == 4
 
 
 def test_class_folders_known_names_a_new_folder(tiny_tree: Path, data_env: Path) -> None:
