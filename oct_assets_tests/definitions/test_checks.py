@@ -230,6 +230,21 @@ def test_model_loads_fails_on_corrupt_weights(built: Built) -> None:
     assert not evaluation.passed and "does not load" in evaluation.description
 
 
+def test_model_loads_fails_on_nan_weights(built: Built) -> None:
+    """What `learning_rate: 1e30` trains: a model that loads and answers NaN."""
+    import torch
+
+    with tampered(built, "trained_model") as folder:
+        state = torch.load(folder / "model.pt", weights_only=True)
+        nan = {
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+            for k, v in state.items()
+        }
+        torch.save(nan, folder / "model.pt")
+        evaluation = run_check("trained_model:model_loads")
+    assert not evaluation.passed and "NaN or infinite" in evaluation.description
+
+
 def test_model_loads_fails_when_weights_miss_a_class(built: Built) -> None:
     with tampered(built, "trained_model") as folder:
         meta = json.loads((folder / "model.json").read_text())
