@@ -1,7 +1,7 @@
 """`raw_oct_images` (the image tree as a tracked input) and `reduced_sample` (what trains)."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
@@ -12,6 +12,7 @@ from oct_assets.dataset.layout import CLASSES, SPLITS
 from oct_assets.dataset.scan import (
     MANIFEST_CSV,
     ScanResult,
+    content_fingerprint,
     read_manifest_csv,
     scan_tree,
     write_manifest_csv,
@@ -36,15 +37,32 @@ def _ensure_images(context: AssetExecutionContext) -> Path:
     return root
 
 
-@asset(group_name=GROUP, code_version="1")
-def raw_oct_images(context: AssetExecutionContext) -> Output[Artifact]:
+class RawOctImagesConfig(Config):
+    """How the image tree is fingerprinted; the fingerprint, not the root's path, is the salt."""
+
+    fingerprint: Literal["stat", "content"] = Field(
+        default="stat",
+        description="stat: path, size and mtime of every image (cheap; misses an edit that "
+        "keeps size and mtime); content: sha256 of every image's bytes (reads every file)",
+    )
+
+
+@asset(group_name=GROUP, code_version="2")  # 2: the root is metadata, not salt
+def raw_oct_images(context: AssetExecutionContext, config: RawOctImagesConfig) -> Output[Artifact]:
     """The OCT2017 image folder as a tracked input: a stat-only manifest and its fingerprint.
 
     Root: `$OCT_IMAGES_DIR`, else `$OCT_DATA_DIR/OCT2017` (synthetic data is generated there
-    when it is absent). The data version changes whenever an image is added, removed or touched.
+    when it is absent). The data version changes whenever an image is added, removed or touched
+    (or, with `fingerprint: content`, whenever an image's bytes change); the same images at
+    another path give the same salt.
     """
     root = _ensure_images(context)
     scan = scan_tree(root)
+    fingerprint = (
+        content_fingerprint(root, scan.records)
+        if config.fingerprint == "content"
+        else scan.fingerprint
+    )
     context.log.info(f"scanned {len(scan.records)} images under {root}")
     if scan.synthetic:
         context.log.warning(SYNTHETIC_WARNING)
@@ -53,14 +71,18 @@ def raw_oct_images(context: AssetExecutionContext) -> Output[Artifact]:
 
     def build(tmp: Path) -> dict[str, Any]:
         write_manifest_csv(tmp / MANIFEST_CSV, scan.records)
-        return summarize_scan(scan)
+        return {**summarize_scan(scan), "fingerprint": fingerprint}
+
+    def describe(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
+        # The manifest's root is where the first builder scanned; this run read `root`.
+        return {**describe_scan(folder, s), "root": MetadataValue.path(str(root))}
 
     return salted_output(
         context,
-        config={"root": str(root)},
-        upstream={"images_fingerprint": scan.fingerprint},
+        config=config.model_dump(),
+        upstream={"images_fingerprint": fingerprint},
         build=build,
-        describe=describe_scan,
+        describe=describe,
     )
 
 
@@ -107,25 +129,25 @@ class ReducedSampleConfig(Config):
     seed: int = Field(default=0, ge=0, description="seed of the sampling draw")
 
 
-@asset(group_name=GROUP, code_version="2")  # 2: contact_sheet.png
+@asset(group_name=GROUP, code_version="3")  # 2: contact_sheet.png; 3: copies, not links
 def reduced_sample(
     context: AssetExecutionContext, config: ReducedSampleConfig, raw_oct_images: Artifact
 ) -> Output[Artifact]:
-    """A seeded, stratified sample with no patient in both splits, hard-linked into its folder."""
-    from oct_assets.dataset.sampling import check_images, draw_sample, link_sample
+    """A seeded, stratified sample with no patient in both splits, copied into its folder."""
+    from oct_assets.dataset.sampling import check_images, copy_sample, draw_sample
     from oct_assets.ml.plots import contact_sheet_png
 
     cfg = config.model_dump()
 
     def build(tmp: Path) -> dict[str, Any]:
         scan_summary = read_manifest(raw_oct_images.path)
-        root = Path(scan_summary["root"])
+        root = images_dir()  # this run's root: the manifest's may be another machine's path
         records = read_manifest_csv(raw_oct_images.path / MANIFEST_CSV)
         sample = draw_sample(records, config.train_per_class, config.test_per_class, config.seed)
         context.log.info(f"sampled {len(sample)} images; checking that each one decodes")
         check_images(root, sample)
-        method = link_sample(root, sample, tmp)
-        context.log.info(f"linked {len(sample)} images into the sample ({method})")
+        method = copy_sample(root, sample, tmp)
+        context.log.info(f"copied {len(sample)} images into the sample ({method})")
         by_class = {c: [r.path for r in sample if r.label == c] for c in CLASSES}
         (tmp / CONTACT_SHEET).write_bytes(contact_sheet_png(tmp, by_class))
         counts = {s: dict.fromkeys(CLASSES, 0) for s in SPLITS}
@@ -135,7 +157,7 @@ def reduced_sample(
             "n_images": len(sample),
             "counts": counts,
             "patients": {s: len({r.patient for r in sample if r.split == s}) for s in SPLITS},
-            "link_method": method,
+            "copy_method": method,
             "synthetic": scan_summary["synthetic"],
             "source_root": str(root),
             "classes": list(CLASSES),
@@ -156,7 +178,7 @@ def describe_sample(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         "counts": counts_table(s["counts"]),
         "patients_train": s["patients"]["train"],
         "patients_test": s["patients"]["test"],
-        "link_method": s["link_method"],
+        "copy_method": s["copy_method"],
         "synthetic": s["synthetic"],
     }
     if (folder / CONTACT_SHEET).is_file():

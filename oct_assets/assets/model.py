@@ -18,7 +18,7 @@ from dagster import (
 from pydantic import Field, create_model
 
 from oct_assets.assets.salted import GROUP, salted_output
-from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.config import RANGES, TrainConfig
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
@@ -48,10 +48,21 @@ def _dagster_config_from(dc: type) -> type[Config]:
     hints = typing.get_type_hints(dc)
     docs = _attribute_docs(dc)
     fields = {
-        f.name: (hints[f.name], Field(default=f.default, description=docs.get(f.name)))
+        f.name: (
+            hints[f.name],
+            Field(default=f.default, description=docs.get(f.name), **bound(f.name)),
+        )
         for f in dataclasses.fields(dc)
     }
     return create_model("TrainedModelConfig", __base__=Config, **fields)
+
+
+def bound(name: str) -> dict[str, float]:
+    """pydantic bounds of a TrainConfig field (`RANGES`), so the launchpad's schema shows them."""
+    if name not in RANGES:
+        return {}
+    low, high = RANGES[name]
+    return {"ge": low, "le": high}
 
 
 TrainedModelConfig = _dagster_config_from(TrainConfig)

@@ -11,7 +11,7 @@ from typing import Any
 from dagster import AssetExecutionContext, BetaWarning, DataVersion, MetadataValue, Output
 
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import atomic_dir
+from oct_assets.store.publish import atomic_dir, build_lock
 from oct_assets.store.salt import compute_salt, is_complete, read_manifest, salted_dir
 
 # The asset group of every asset of this project (one graph in the UI).
@@ -57,22 +57,17 @@ def salted_output(
     folder = salted_dir(asset, salt)
     started = time.perf_counter()
     cache_hit = is_complete(folder)
+    if not cache_hit:
+        # One builder per salt: a second run waits for the first, then finds its folder.
+        with build_lock(folder) as waited:
+            if waited:
+                context.log.info(f"waited for another builder of {asset} salt {salt}")
+            cache_hit = is_complete(folder)
+            if not cache_hit:
+                summary = _build(context, asset, salt, folder, config, upstream, build)
     if cache_hit:
         context.log.info(f"cache hit: {asset} salt {salt} is complete at {folder}; skipping work")
         summary = {k: v for k, v in read_manifest(folder).items() if k not in BASE_KEYS}
-    else:
-        context.log.info(f"building {asset} salt {salt} into {folder}")
-        manifest: dict[str, Any] = {
-            "asset": asset,
-            "salt": salt,
-            "code_version": code_version(context),
-            "config": dict(config),
-            "upstream": dict(upstream),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        with atomic_dir(folder, manifest) as tmp:
-            summary = build(tmp)
-            manifest.update(summary)
     metadata: dict[str, Any] = {
         "salt": salt,
         "path": MetadataValue.path(str(folder)),
@@ -91,3 +86,28 @@ def salted_output(
             data_version=DataVersion(salt),
             metadata=metadata,
         )
+
+
+def _build(
+    context: AssetExecutionContext,
+    asset: str,
+    salt: str,
+    folder: Path,
+    config: Mapping[str, Any],
+    upstream: Mapping[str, str],
+    build: Build,
+) -> dict[str, Any]:
+    """Build the salted folder atomically; return the asset's summary (also in the manifest)."""
+    context.log.info(f"building {asset} salt {salt} into {folder}")
+    manifest: dict[str, Any] = {
+        "asset": asset,
+        "salt": salt,
+        "code_version": code_version(context),
+        "config": dict(config),
+        "upstream": dict(upstream),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with atomic_dir(folder, manifest) as tmp:
+        summary = build(tmp)
+        manifest.update(summary)
+    return summary

@@ -8,7 +8,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from oct_assets.assets.images import raw_oct_images
-from oct_assets.checks.result import check_result, manifest_root, summary
+from oct_assets.checks.result import check_result, image_root, summary
 from oct_assets.dataset.layout import CLASSES, SPLITS
 from oct_assets.dataset.scan import MANIFEST_CSV
 from oct_assets.dataset.validity import header_problem
@@ -21,7 +21,7 @@ MIN_CLASS_RATIO = 0.1  # smallest class / largest class per split; Kermany's tra
 @asset_check(asset=raw_oct_images, name="images_readable")
 def images_readable(raw_oct_images: Artifact) -> AssetCheckResult:
     """Every image in the manifest has a readable header and, for JPEG, an end marker."""
-    root = manifest_root(raw_oct_images)
+    root = image_root()
     paths = [row["path"] for row in read_csv_rows(raw_oct_images.path / MANIFEST_CSV)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         problems = pool.map(lambda rel: header_problem(root / rel), paths)
@@ -38,7 +38,7 @@ def images_readable(raw_oct_images: Artifact) -> AssetCheckResult:
 def class_folders_known(raw_oct_images: Artifact) -> AssetCheckResult:
     """No folder under `train/` or `test/` other than the known classes (checked on disk now:
     the scan already refuses them, so this catches folders added since)."""
-    root = manifest_root(raw_oct_images)
+    root = image_root()
     unknown = []
     for split in SPLITS:
         with os.scandir(root / split) as entries:

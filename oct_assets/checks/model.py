@@ -18,8 +18,8 @@ def build_model_checks(model_asset: AssetsDefinition) -> list[AssetChecksDefinit
 
     @asset_check(asset=model_asset, name="model_loads")
     def model_loads(model: Artifact) -> AssetCheckResult:
-        """The weights load into the recorded architecture, and one blank image at the recorded
-        input size gives one score per class."""
+        """The weights load into the recorded architecture, are finite, and one blank image at
+        the recorded input size gives one finite score per class."""
         import torch
 
         from oct_assets.ml.nets import to_input
@@ -30,12 +30,21 @@ def build_model_checks(model_asset: AssetsDefinition) -> list[AssetChecksDefinit
             size = int(meta["input"]["size"])
             with torch.inference_mode():
                 x = to_input(torch.zeros(1, size, size, dtype=torch.uint8), net.in_channels)
-                shape = tuple(net(x).shape)
+                scores = net(x)
+            shape = tuple(scores.shape)
+            finite = bool(torch.isfinite(scores).all()) and all(
+                bool(torch.isfinite(t).all())
+                for t in net.state_dict().values()
+                if t.is_floating_point()
+            )
         except Exception as exc:  # any failure to load is the check's finding, shown in the UI
             return check_result([f"{model.path} does not load: {type(exc).__name__}: {exc}"])
         expected = (1, len(meta["classes"]))
+        problems = [] if shape == expected else [f"output {shape}, expected {expected}"]
+        if not finite:
+            problems.append(f"{model.path} has NaN or infinite weights or outputs")
         return check_result(
-            [] if shape == expected else [f"output {shape}, expected {expected}"],
+            problems,
             metadata={
                 "input_size": size,
                 "output_shape": str(shape),

@@ -10,6 +10,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity
 
 from oct_assets.assets.metadata import listing
+from oct_assets.paths import images_dir
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import read_manifest
 
@@ -42,6 +43,7 @@ def summary(artifact: Artifact) -> dict[str, Any]:
     return read_manifest(artifact.path)
 
 
-def manifest_root(artifact: Artifact) -> Path:
-    """The image root recorded in a `raw_oct_images` manifest."""
-    return Path(summary(artifact)["root"])
+def image_root() -> Path:
+    """The image root the checks read: this run's, as for `raw_oct_images` itself. (The root in
+    a `raw_oct_images` manifest is where it was first built, maybe on another machine.)"""
+    return images_dir()

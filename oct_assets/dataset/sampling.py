@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import fcntl
 import random
 import shutil
 from collections import defaultdict
@@ -89,20 +89,21 @@ def check_images(root: Path, records: list[ImageRecord], workers: int = 8) -> No
         )
 
 
-def link_sample(root: Path, records: list[ImageRecord], dest: Path) -> str:
-    """Hard-link (or copy where links fail) each image into `dest` and write `images.csv`.
+def copy_sample(root: Path, records: list[ImageRecord], dest: Path) -> str:
+    """Copy each image into `dest` and write `images.csv`; return "reflink" or "copy".
 
-    Returns "hardlink" or "copy", whichever was used last, for the metadata.
+    Never a hard link: a source rewritten in place (same inode, as editors and sync tools do)
+    would change the completed sample. A reflink (copy-on-write clone, where the file system
+    has them) is safe: writing either file unshares its blocks.
     """
-    method = "hardlink"
+    method = "reflink"
     for r in records:
         target = dest / r.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(root / r.path, target)
-        except OSError:
-            shutil.copy2(root / r.path, target)
+        if not _reflink(root / r.path, target):
+            shutil.copyfile(root / r.path, target)
             method = "copy"
+        shutil.copystat(root / r.path, target)
     write_images_csv(
         dest,
         (
@@ -111,3 +112,18 @@ def link_sample(root: Path, records: list[ImageRecord], dest: Path) -> str:
         ),
     )
     return method
+
+
+FICLONE = 0x40049409  # Linux ioctl: clone a whole file (btrfs, XFS, bcachefs, ...)
+
+
+def _reflink(source: Path, target: Path) -> bool:
+    """Clone `source` into a new `target` copy-on-write; False (and no target) if unsupported."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return True
+        except OSError:
+            pass
+    target.unlink()
+    return False

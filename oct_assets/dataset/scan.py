@@ -11,6 +11,7 @@ import csv
 import hashlib
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -68,6 +69,26 @@ def fingerprint_records(records: list[ImageRecord]) -> str:
     return h.hexdigest()
 
 
+FINGERPRINTS = ("stat", "content")
+
+
+def content_fingerprint(root: Path, records: list[ImageRecord], workers: int = 8) -> str:
+    """Hash of every image's path and sha256 of its bytes: reads every file, and catches an edit
+    that keeps size and mtime, which the stat-only `fingerprint_records` misses."""
+
+    def digest(r: ImageRecord) -> str:
+        h = hashlib.sha256()
+        with open(root / r.path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return f"{r.path}\t{h.hexdigest()}\n"
+
+    ordered = sorted(records, key=lambda r: r.path)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        lines = pool.map(digest, ordered)
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def tree_fingerprint(root: Path) -> str:
     """Fingerprint of the images under `root`, equal to `scan_tree(root).fingerprint` on a valid
     tree, without validating the layout or building records (for sensors).
@@ -118,18 +139,24 @@ def _stat_images(
                 if name.startswith("."):
                     continue
                 m = FILENAME_RE.match(name)
-                if m is not None and m["label"].upper() == label and e.is_file():
-                    st = e.stat()
-                    out.append((name, st.st_size, st.st_mtime_ns))
-                elif ignored is not None:
-                    ignored.append((f"{class_dir.parent.name}/{label}/{name}", _why(e, m, label)))
+                try:
+                    is_file = e.is_file()
+                    if m is not None and m["label"].upper() == label and is_file:
+                        st = e.stat()
+                        out.append((name, st.st_size, st.st_mtime_ns))
+                        continue
+                    why = _why(is_file, m, label)
+                except OSError as exc:  # a symlink loop, a dangling mount: name it, go on
+                    why = f"cannot stat ({exc.strerror})"
+                if ignored is not None:
+                    ignored.append((f"{class_dir.parent.name}/{label}/{name}", why))
     finally:
         os.close(fd)
     return out
 
 
-def _why(entry: os.DirEntry, m: re.Match | None, label: str) -> str:
-    if not entry.is_file():
+def _why(is_file: bool, m: re.Match | None, label: str) -> str:
+    if not is_file:
         return "not a regular file"
     if m is None:
         return "name does not match <CLASS>-<patient>-<n>.jpeg"

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 ARCHITECTURES = ("compact", "seed")
 DEVICES = ("auto", "cpu", "cuda")
 FITS = ("crop", "resize", "band")
+
+
+# Inclusive bounds of the numeric settings: beyond them a run is a mistake (1e9 epochs, a
+# 100,000 px input that exhausts memory after minutes), refused naming the field.
+RANGES: dict[str, tuple[float, float]] = {
+    "epochs": (1, 10_000),
+    "image_size": (8, 1024),
+    "batch_size": (1, 4096),
+    "width": (1, 256),
+    "blocks": (1, 8),
+    "patience": (0, 10_000),
+    "decode_workers": (0, 1024),
+    "threads": (0, 1024),
+    "seed": (0, 2**32 - 1),
+    "pool_power": (1, 64),
+    "learning_rate": (0, 10),
+    "weight_decay": (0, 10),
+    "val_fraction": (0, 1),
+    "label_smoothing": (0, 1),
+    "dropout": (0, 1),
+}
 
 
 @dataclass(frozen=True)
@@ -83,18 +105,14 @@ class TrainConfig:
         _choice("architecture", self.architecture, ARCHITECTURES)
         _choice("device", self.device, DEVICES)
         _choice("fit", self.fit, FITS)
-        for name in ("epochs", "image_size", "batch_size", "width", "blocks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "decode_workers", "threads", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.pool_power >= 1:
-            raise ValueError(f"TrainConfig.pool_power must be >= 1, got {self.pool_power}")
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{name} must be a finite number, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"TrainConfig.{name} must be in [{low}, {high}], got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("val_fraction", "label_smoothing", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")

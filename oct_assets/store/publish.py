@@ -7,6 +7,7 @@ folder is renamed into place: a salted folder that exists is complete.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -39,38 +40,81 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _tmp_tag(pid: int | None = None) -> str:
-    """Marks a temporary build folder with its builder's host and pid, so that leftovers of
-    dead builders can be told from builds still running (also on a shared file system)."""
-    return f".tmp-{socket.gethostname()}-{os.getpid() if pid is None else pid}-"
+def _tmp_name(final: Path) -> str:
+    """`.<salt>.tmp-<host>-<pid>-<8 hex>`: host and pid say who built it (for people); liveness
+    is the lock its builder holds (`_locked_tmp_dir`), never these names."""
+    return f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+TMP_RE = re.compile(r"\..+\.tmp-.+")
 
 
 def sweep_dead_builds(asset_dir: Path) -> list[Path]:
-    """Remove temporary build folders whose builder on this host has died; return them.
+    """Remove temporary build folders no live builder holds; return them.
 
-    Builders on other hosts are left alone: their liveness cannot be seen from here.
+    A builder holds an exclusive `flock` on its temporary folder for the whole build, and the
+    kernel drops it when the builder dies (kill -9 included). So a folder whose lock can be
+    taken is dead, in any PID namespace or container, and on a shared file system that
+    supports `flock` (local disks, NFSv4, CephFS, Lustre with `-o flock`), on any host.
     """
-    # Exactly "<pid>-<8 hex>" after this host's tag, so that host "login" never reads the
-    # folders of host "login-2" as its own.
-    ours = re.compile(r"\.[^/]*" + re.escape(_tmp_tag(0)[: -len("0-")]) + r"(\d+)-[0-9a-f]{8}")
     swept = []
     with os.scandir(asset_dir) as entries:
-        for entry in entries:
-            m = ours.fullmatch(entry.name)
-            if m and not _alive(int(m[1])):
-                shutil.rmtree(entry.path, ignore_errors=True)
-                swept.append(Path(entry.path))
+        tmps = [Path(e.path) for e in entries if TMP_RE.fullmatch(e.name) and e.is_dir()]
+    for tmp in tmps:
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue  # published or swept meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its builder is alive
+            shutil.rmtree(tmp, ignore_errors=True)
+            swept.append(tmp)
+        finally:
+            os.close(fd)
     return swept
 
 
-def _alive(pid: int) -> bool:
+def _locked_tmp_dir(final: Path) -> tuple[Path, int]:
+    """Create a temporary sibling of `final` and take the lock that marks its builder alive.
+
+    Returns the folder and the open descriptor holding the lock (not inherited by children).
+    A sweep can delete the folder between mkdir and flock; then try another name.
+    """
+    while True:
+        tmp = final.with_name(_tmp_name(final))
+        tmp.mkdir()
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def build_lock(final: Path) -> Iterator[bool]:
+    """Hold the lock of one salted folder's build: concurrent builders of a salt take turns.
+
+    Yields True when another builder held the lock first (the caller should look again whether
+    `final` is complete now). The lock file `.<salt>.lock` stays: removing it would race.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+        waited = False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waited = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield waited
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -78,14 +122,14 @@ def atomic_dir(final: Path, manifest: Mapping[str, Any]) -> Iterator[Path]:
     """Yield a temporary sibling of `final` to fill; on success write the manifest and rename.
 
     On any exception the temporary folder is removed, so `final` never exists half-written;
-    a SIGKILLed build leaves its folder behind, and the next build of the asset sweeps it.
+    a SIGKILLed build leaves its folder behind, unlocked, and the next build of the asset
+    sweeps it.
     If another run completed `final` meanwhile, its folder wins and ours is discarded: both
     have the same salt, so both hold the same result.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_dead_builds(final.parent)
-    tmp = final.with_name(f".{final.name}{_tmp_tag()}{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    tmp, lock_fd = _locked_tmp_dir(final)
     try:
         yield tmp
         write_json_atomic(tmp / MANIFEST_JSON, dict(manifest))
@@ -98,3 +142,4 @@ def atomic_dir(final: Path, manifest: Mapping[str, Any]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        os.close(lock_fd)

@@ -23,6 +23,7 @@ from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.dataset.scan import ImageRecord
 from oct_assets.definitions import local_checks
 from oct_assets.resources.io_manager import LatestArtifactIOManager
+from oct_assets_tests.dataset.test_validity import _png_header_only
 from oct_assets_tests.resources import LOCAL_RESOURCES
 
 RESOURCES = {**LOCAL_RESOURCES, "io_manager": LatestArtifactIOManager()}
@@ -90,10 +91,10 @@ def tampered(built: Built, asset: str) -> Iterator[Path]:
     """A copy of `asset`'s latest folder, made its latest output for the duration."""
     pointer = built.data / asset / "latest.json"
     original = pointer.read_text()
-    source = Path(json.loads(original)["path"])
+    source = built.data / asset / json.loads(original)["salt"]
     copy = source.with_name(f"{source.name}-tampered")
     shutil.copytree(source, copy)
-    pointer.write_text(json.dumps({"asset": asset, "salt": copy.name, "path": str(copy)}))
+    pointer.write_text(json.dumps({"asset": asset, "salt": copy.name}))
     try:
         yield copy
     finally:
@@ -141,13 +142,15 @@ def test_images_readable_names_corrupt_images(tiny_tree: Path, data_env: Path) -
     images[0].write_bytes(images[0].read_bytes()[:600])
     images[1].write_bytes(b"")
     images[2].write_text("this is not a JPEG")
+    images[3].write_bytes(_png_header_only(30000, 30000))  # a decompression bomb
     evaluation = raw_checks(tiny_tree)["raw_oct_images:images_readable"]
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
     listed = evaluation.metadata["unreadable_files"].value
-    assert f"{images[0]}: truncated" in listed
+    assert f"{images[0]}: no JPEG end-of-image marker" in listed
     assert f"{images[1]}: empty file" in listed
     assert f"{images[2]}: not an image" in listed
-    assert evaluation.metadata["unreadable"].value == 3
+    assert f"{images[3]}: decompression bomb" in listed
+    assert evaluation.metadata["unreadable"].value == 4
 
 
 def test_class_folders_known_names_a_new_folder(tiny_tree: Path, data_env: Path) -> None:
@@ -225,6 +228,21 @@ def test_model_loads_fails_on_corrupt_weights(built: Built) -> None:
         (folder / "model.pt").write_bytes(b"not a state dict")
         evaluation = run_check("trained_model:model_loads")
     assert not evaluation.passed and "does not load" in evaluation.description
+
+
+def test_model_loads_fails_on_nan_weights(built: Built) -> None:
+    """What `learning_rate: 1e30` trains: a model that loads and answers NaN."""
+    import torch
+
+    with tampered(built, "trained_model") as folder:
+        state = torch.load(folder / "model.pt", weights_only=True)
+        nan = {
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+            for k, v in state.items()
+        }
+        torch.save(nan, folder / "model.pt")
+        evaluation = run_check("trained_model:model_loads")
+    assert not evaluation.passed and "NaN or infinite" in evaluation.description
 
 
 def test_model_loads_fails_when_weights_miss_a_class(built: Built) -> None:

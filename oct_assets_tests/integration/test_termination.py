@@ -1,6 +1,7 @@
 """Terminating a run stops the training process and leaves no complete-looking model."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -70,3 +71,77 @@ def test_sigterm_stops_training_and_publishes_nothing(tiny_tree: Path, data_env:
     folders = list(model_root.iterdir()) if model_root.exists() else []
     assert not any(is_complete(f) or (f / "model.pt").exists() for f in folders), folders
     assert not (model_root / "latest.json").exists()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_the_dagster_process_leaves_no_trainer(tiny_tree: Path, data_env: Path) -> None:
+    """`python -m oct_assets` killed with SIGKILL mid-training: the trainer and every process
+    it started die with it (the trainer asks the kernel for that at start)."""
+    config = data_env.parent / "slow.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "ops": {
+                    "reduced_sample": {"config": {"train_per_class": 6, "test_per_class": 3}},
+                    "trained_model": {"config": {"epochs": 500, "image_size": 32}},
+                }
+            }
+        )
+    )
+    log = data_env.parent / "run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "oct_assets", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.time() + 180
+        trainer: list[int] = []
+        while not trainer:
+            assert time.time() < deadline and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+            trainer = [p for p in descendants(proc.pid) if b"oct_assets.ml.train" in _cmdline(p)]
+        time.sleep(2)  # into training, past the decode workers' start
+        family = descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.time() + 30
+    while any(alive(p) for p in family) and time.time() < deadline:
+        time.sleep(0.2)
+    assert [p for p in family if alive(p)] == []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

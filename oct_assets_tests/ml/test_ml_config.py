@@ -48,3 +48,17 @@ def test_int_accepted_for_float_fields():
 def test_real_data_defaults_are_a_valid_config():
     config = real_data_config()
     assert {k: getattr(config, k) for k in REAL_DATA_DEFAULTS} == REAL_DATA_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("weight_decay", 1e309),
+        ("epochs", 1_000_000_000),
+        ("image_size", 100_000),
+        ("learning_rate", 1e30),
+    ],
+)
+def test_absurd_values_are_refused_naming_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
+        TrainConfig.from_dict({field: value})

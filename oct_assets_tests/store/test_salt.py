@@ -1,15 +1,17 @@
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from oct_assets.store.publish import atomic_dir, sweep_dead_builds
+from oct_assets.store.publish import atomic_dir, build_lock, sweep_dead_builds
 from oct_assets.store.salt import compute_salt, is_complete, read_manifest
 
 BASE = {"asset": "a", "code_version": "1", "config": {"x": 1}, "upstream": {"up": "abc"}}
@@ -98,7 +100,50 @@ def test_killed_writer_leaves_no_complete_looking_folder(tmp_path: Path) -> None
             (tmp / "whole.bin").write_bytes(b"y")
         assert live.is_dir()
     assert sorted(p.name for p in final.parent.iterdir()) == ["other", "salt"]
-    # Another host whose name extends this one's: its folders are not ours to judge.
-    foreign = final.parent / f".salt.tmp-{socket.gethostname()}-{proc.pid}-{proc.pid}-0123abcd"
+    # A folder nobody holds is dead, whatever host or pid its name states.
+    foreign = final.parent / f".salt.tmp-{socket.gethostname()}-2-{proc.pid}-0123abcd"
     foreign.mkdir()
-    assert sweep_dead_builds(final.parent) == [] and foreign.is_dir()
+    assert sweep_dead_builds(final.parent) == [foreign] and not foreign.exists()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
+)
+def test_a_build_in_another_pid_namespace_survives_a_sweep(tmp_path: Path) -> None:
+    """The builder's pid means nothing in another PID namespace; its lock holds in any."""
+    final = tmp_path / "asset" / "salt"
+    sweep = (
+        "import sys; from pathlib import Path; "
+        "from oct_assets.store.publish import sweep_dead_builds; "
+        "print(len(sweep_dead_builds(Path(sys.argv[1]))))"
+    )
+    command = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", sweep]
+    with atomic_dir(final, {}) as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        out = subprocess.run(
+            [*command, str(final.parent)], capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == "0" and tmp.is_dir()
+    assert is_complete(final)
+
+
+def test_concurrent_builders_of_one_salt_take_turns(tmp_path: Path) -> None:
+    """The second builder waits for the first, then finds the folder complete."""
+    final = tmp_path / "asset" / "salt"
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with build_lock(final) as waited:
+            assert not waited
+            holding.set()
+            release.wait(30)
+            with atomic_dir(final, {}) as tmp:
+                (tmp / "whole.bin").write_bytes(b"x")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert holding.wait(30)
+    threading.Timer(0.3, release.set).start()
+    with build_lock(final) as waited:
+        assert waited and is_complete(final)
+    thread.join()
