@@ -1,5 +1,7 @@
 """`champion_model`: the model that scores new scans, promoted only through a quality gate."""
 
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,14 @@ from dagster import (
 )
 from pydantic import Field
 
+from oct_assets.assets.metadata import png_markdown
 from oct_assets.assets.predictions import cluster_predictions, predictions
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.ml.champion import (
     CHAMPION_JSON,
+    EXPORT_CHECK_JSON,
+    MODEL_CARD_MD,
+    MODEL_TS,
     Candidate,
     Decision,
     champion_info,
@@ -26,7 +32,7 @@ from oct_assets.ml.champion import (
     read_current,
     write_current,
 )
-from oct_assets.ml.formats import MANIFEST_JSON
+from oct_assets.ml.formats import CAM_GRID_PNG, MANIFEST_JSON
 from oct_assets.paths import data_dir
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.publish import write_json_atomic
@@ -128,7 +134,7 @@ def champion_model(
     def build(tmp: Path) -> dict[str, Any]:
         info = champion_info(decision, rule)
         write_json_atomic(tmp / CHAMPION_JSON, info)
-        return {"champion": info["model"]}
+        return {"champion": info["model"], "export": write_card_and_export(chosen, rule, tmp)}
 
     output = salted_output(
         context,
@@ -139,6 +145,25 @@ def champion_model(
     )
     write_current(root, output.value.salt)
     return output
+
+
+def write_card_and_export(chosen: Candidate, rule: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """`model_card.md` (with the evaluation's CAM grid beside it) and `model.ts`, checked
+    against the project's loader on the test split it was scored on."""
+    from oct_assets.ml.card import model_card_md
+    from oct_assets.ml.export import export_difference, export_torchscript
+
+    data = data_dir()
+    (tmp / MODEL_CARD_MD).write_text(model_card_md(data, asdict(chosen), rule))
+    grid = data / chosen.evaluation_asset / chosen.evaluation_salt / CAM_GRID_PNG
+    if grid.is_file():
+        shutil.copy2(grid, tmp / CAM_GRID_PNG)
+    export_torchscript(data / chosen.model_dir, tmp / MODEL_TS)
+    check = export_difference(
+        data / chosen.model_dir, tmp / MODEL_TS, data / "reduced_sample" / chosen.sample_salt
+    )
+    write_json_atomic(tmp / EXPORT_CHECK_JSON, check)
+    return check
 
 
 def describe_champion(
@@ -155,7 +180,7 @@ def describe_champion(
         f"{x.macro_f1:.4f} |"
         for x in candidates
     ]
-    return {
+    meta: dict[str, Any] = {
         "promoted": decision.promoted,
         "why": MetadataValue.md("\n".join(f"- {r}" for r in [*notes, *decision.reasons])),
         "model_asset": c["model_asset"],
@@ -166,4 +191,10 @@ def describe_champion(
         "macro_f1": float(c["macro_f1"]),
         "candidates": MetadataValue.md("\n".join(rows)),
         "manifest": MetadataValue.path(str(folder / MANIFEST_JSON)),
+        "model_ts": MetadataValue.path(str(folder / MODEL_TS)),
+        "export_max_abs_diff": float(s["export"]["max_abs_diff"]),
+        "model_card": MetadataValue.md((folder / MODEL_CARD_MD).read_text()),
     }
+    if (folder / CAM_GRID_PNG).is_file():
+        meta["cam_grid"] = png_markdown(folder / CAM_GRID_PNG, "class-activation maps")
+    return meta

@@ -114,7 +114,8 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
         f"- image-tree fingerprint `{raw.get('fingerprint', '?')}` "
         f"({raw.get('n_images', '?')} images scanned)",
         f"- sample config `{json.dumps(sample.get('config', {}), sort_keys=True)}`; patients: "
-        f"{sample.get('patients', {})} (no patient in both splits)",
+        + ", ".join(f"{k} {v}" for k, v in sample.get("patients", {}).items())
+        + " (no patient in both splits)",
         "",
         "| split | " + " | ".join(classes) + " | total |",
         "|---|" + "---|" * (len(classes) + 1),

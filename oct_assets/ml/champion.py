@@ -19,6 +19,7 @@ from oct_assets.ml.atomic import write_bytes
 CHAMPION_JSON = "champion.json"
 MODEL_CARD_MD = "model_card.md"
 MODEL_TS = "model.ts"
+EXPORT_CHECK_JSON = "export_check.json"  # max abs difference of model.ts from the loader
 # Beside the champion's salted folders: which one is the champion now. Written after the folder
 # is complete, read by the CLI, the inbox sensor and the next promotion (no Dagster needed).
 CURRENT_JSON = "current.json"

@@ -62,6 +62,25 @@ def test_promotion_through_dagster(trained: Path) -> None:
     assert Path(first["path"]) == folder and info["model"]["model_salt"] == first["model_salt"]
     local_accuracy = first["accuracy"]
 
+    # The folder holds the model card and a TorchScript export that agrees with the loader.
+    card = (folder / "model_card.md").read_text()
+    for part in (
+        "## Data",
+        "SYNTHETIC",
+        "## Recipe",
+        "95% CI",
+        "Confusion matrix",
+        "NORMAL",
+        "## Lineage",
+        "raw_oct_images",
+        "not a medical device",
+        "cam_grid.png",
+    ):
+        assert part in card, part
+    assert (folder / "cam_grid.png").is_file() and (folder / "model.ts").is_file()
+    assert first["export_max_abs_diff"] < 1e-5
+    assert "## Intended use" in first["model_card"]
+
     # A better cluster model on the same split is promoted; the salt follows the model.
     better = fake_cluster_evaluation(trained, instance, "better", local_accuracy + 0.01)
     promoted = materialise_champion(instance, accuracy_floor=0.0)
