@@ -1,5 +1,5 @@
 """`python -m oct_assets [--config RUN_CONFIG.yaml]`: materialise the whole local graph, then
-say what it got and where.
+say what it got and where. `python -m oct_assets champion | predict SCAN...`: see `commands`.
 
 Uses the persistent instance when `DAGSTER_HOME` is set (so the UI shows the run), else an
 ephemeral one; either way outputs land in `$OCT_DATA_DIR` and later runs reuse them.
@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 from dagster import DagsterInstance
 
+from oct_assets import commands
 from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.assets.predictions import predictions
 from oct_assets.definitions import LOCAL_GRAPH_JOB, defs
@@ -22,6 +23,9 @@ from oct_assets.paths import data_dir, images_dir
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in commands.COMMANDS:  # champion, predict: no Dagster run
+        return commands.main(argv)
     parser = argparse.ArgumentParser(prog="python -m oct_assets", description=__doc__)
     parser.add_argument(
         "--config",

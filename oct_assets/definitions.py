@@ -17,6 +17,7 @@ from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.sensors.automation import automation_sensor
 from oct_assets.sensors.cluster import cluster_model_sensor
 from oct_assets.sensors.images import new_images_sensor
+from oct_assets.sensors.inbox import inbox_sensor
 
 LOCAL_GRAPH_JOB = "local_graph"
 
@@ -46,7 +47,7 @@ defs = Definitions(
     assets=list(ALL_ASSETS),
     asset_checks=[*local_checks, *cluster_checks],
     jobs=[local_graph_job, cluster_job],
-    sensors=[new_images_sensor, automation_sensor, cluster_model_sensor],
+    sensors=[new_images_sensor, automation_sensor, cluster_model_sensor, inbox_sensor],
     resources={
         "io_manager": LatestArtifactIOManager(),
         "pipes_subprocess_client": PipesSubprocessClient(),

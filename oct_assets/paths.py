@@ -10,6 +10,7 @@ from pathlib import Path
 
 ENV_DATA_DIR = "OCT_DATA_DIR"
 ENV_IMAGES_DIR = "OCT_IMAGES_DIR"
+ENV_INBOX_DIR = "OCT_INBOX_DIR"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,3 +29,9 @@ def images_dir() -> Path:
 def images_dir_is_explicit() -> bool:
     """True when the user named an image root: then it is never replaced by synthetic data."""
     return bool(os.environ.get(ENV_IMAGES_DIR))
+
+
+def inbox_dir() -> Path:
+    """New, unlabelled scans to diagnose: `$OCT_INBOX_DIR`, else `$OCT_DATA_DIR/inbox`."""
+    explicit = os.environ.get(ENV_INBOX_DIR)
+    return Path(explicit).expanduser().resolve() if explicit else data_dir() / "inbox"

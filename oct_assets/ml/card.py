@@ -1,0 +1,173 @@
+"""A champion's lineage and its model card, from the manifests and files of the salted folders.
+
+Plain Python reading `<data>/<asset>/<salt>/` folders (no torch, no Dagster), so the CLI can
+print the lineage without starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from oct_assets.ml.formats import CAM_GRID_PNG, MANIFEST_JSON, METRICS_JSON, MODEL_JSON
+
+INTENDED_USE = """\
+- **A research tool, not a medical device.** It has not been validated for diagnosis; do not
+  use it to decide the care of a patient.
+- Trained on one public dataset (Kermany et al., OCT2017: Spectralis B-scans from a few
+  centres), or on the synthetic demo data when marked so above. Scans from other devices,
+  protocols or populations may be classified wrongly without warning.
+- Four classes only (CNV, DME, DRUSEN, NORMAL): any other condition is forced into one of them.
+- The CAM overlays show where the evidence for the predicted class lies; they are not a
+  segmentation and can point at artefacts."""
+
+
+def _manifest(data: Path, asset: str, salt: str) -> dict[str, Any] | None:
+    path = data / asset / salt / MANIFEST_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chain model -> sample -> image scan behind a champion (`champion.json`'s `model`),
+    plus the evaluation: per step its asset, salt, code version, config and key facts.
+    A step whose folder is gone says so (`missing`)."""
+    steps: list[dict[str, Any]] = []
+
+    def step(asset: str, salt: str | None, **facts: Any) -> dict[str, Any] | None:
+        m = _manifest(data, asset, salt) if salt else None
+        entry = {"asset": asset, "salt": salt, **facts}
+        if m is None:
+            entry["missing"] = True
+        else:
+            entry.update(code_version=m.get("code_version"), config=m.get("config", {}))
+        steps.append(entry)
+        return m
+
+    model_dir = data / model["model_dir"]
+    meta = json.loads((model_dir / MODEL_JSON).read_text()) if model_dir.is_dir() else {}
+    step(model["model_asset"], model["model_salt"], architecture=meta.get("architecture"))
+    sample = step("reduced_sample", model["sample_salt"])
+    raw_salt = (sample or {}).get("upstream", {}).get("raw_oct_images")
+    raw = step("raw_oct_images", raw_salt)
+    if raw is not None:
+        steps[-1].update(
+            fingerprint=raw.get("fingerprint"),
+            n_images=raw.get("n_images"),
+            synthetic=raw.get("synthetic"),
+            root=raw.get("root"),
+        )
+    step(
+        model["evaluation_asset"],
+        model["evaluation_salt"],
+        accuracy=model["accuracy"],
+        macro_f1=model["macro_f1"],
+    )
+    return steps
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at small n and near 0 or 1)."""
+    if n == 0:
+        return 0.0, 1.0
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _interval(metrics: dict[str, Any], key: str) -> str:
+    """The CI the evaluation recorded for `key` (`<key>_ci` as [lo, hi] or {low, high})."""
+    ci = metrics.get(f"{key}_ci") or metrics.get("ci", {}).get(key)
+    if isinstance(ci, dict):
+        ci = [ci.get("low", ci.get("lower")), ci.get("high", ci.get("upper"))]
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return f"[{float(ci[0]):.3f}, {float(ci[1]):.3f}] (from metrics.json)"
+    if key == "accuracy":
+        lo, hi = wilson_interval(float(metrics["accuracy"]), int(metrics["n_images"]))
+        return f"[{lo:.3f}, {hi:.3f}] (Wilson)"
+    return "n/a"
+
+
+def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> str:
+    """`model_card.md` of a champion: data, recipe, test metrics with 95% CIs, confusion
+    matrix, per-class table, CAM grid, lineage salts, intended use and limits."""
+    steps = lineage(data, model)
+    by_asset = {s["asset"]: s for s in steps}
+    sample = _manifest(data, "reduced_sample", model["sample_salt"]) or {}
+    evaluation = data / model["evaluation_asset"] / model["evaluation_salt"]
+    metrics = json.loads((evaluation / METRICS_JSON).read_text())
+    meta = json.loads((data / model["model_dir"] / MODEL_JSON).read_text())
+    classes = metrics["classes"]
+    raw = by_asset.get("raw_oct_images", {})
+    synthetic = sample.get("synthetic", raw.get("synthetic"))
+    out = [
+        f"# Model card: {model['model_asset']} {model['model_salt']}",
+        "",
+        f"Champion under the rule {json.dumps(rule, sort_keys=True)}: test accuracy "
+        f"{model['accuracy']:.4f} on sample {model['sample_salt']}.",
+        "",
+        "## Data",
+        "",
+        f"- {'**SYNTHETIC** generated images, not real scans' if synthetic else 'real OCT scans'}"
+        f" from `{raw.get('root', sample.get('source_root', '?'))}`",
+        f"- image-tree fingerprint `{raw.get('fingerprint', '?')}` "
+        f"({raw.get('n_images', '?')} images scanned)",
+        f"- sample config `{json.dumps(sample.get('config', {}), sort_keys=True)}`; patients: "
+        + ", ".join(f"{k} {v}" for k, v in sample.get("patients", {}).items())
+        + " (no patient in both splits)",
+        "",
+        "| split | " + " | ".join(classes) + " | total |",
+        "|---|" + "---|" * (len(classes) + 1),
+    ]
+    for split, counts in sample.get("counts", {}).items():
+        cells = [str(counts.get(c, 0)) for c in classes]
+        out.append(f"| {split} | " + " | ".join(cells) + f" | {sum(counts.values())} |")
+    out += [
+        "",
+        "## Recipe",
+        "",
+        f"`{meta.get('architecture')}` network, input {meta['input']['size']} px "
+        f"(`{meta['input']['fit']}`), torch {meta.get('torch_version', '?')}, trained on "
+        f"{meta.get('device', '?')}:",
+        "",
+        "```json",
+        json.dumps(meta["config"], indent=2, sort_keys=True),
+        "```",
+        "",
+        f"## Test metrics ({metrics['n_images']} images)",
+        "",
+        "| metric | value | 95% CI |",
+        "|---|---|---|",
+        f"| accuracy | {metrics['accuracy']:.4f} | {_interval(metrics, 'accuracy')} |",
+        f"| macro F1 | {metrics['macro_f1']:.4f} | {_interval(metrics, 'macro_f1')} |",
+    ]
+    if "auc" in metrics or "macro_auc" in metrics:
+        key = "macro_auc" if "macro_auc" in metrics else "auc"
+        if isinstance(metrics[key], (int, float)):
+            out.append(f"| {key} | {metrics[key]:.4f} | {_interval(metrics, key)} |")
+    out += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c in classes:
+        p = metrics["per_class"][c]
+        out.append(
+            f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |"
+        )
+    out += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
+    out += ["| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for c, row in zip(classes, metrics["confusion_matrix"], strict=True):
+        out.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    if (evaluation / CAM_GRID_PNG).is_file():
+        out += ["", f"![class-activation maps per class]({CAM_GRID_PNG})"]
+    out += ["", "## Lineage", "", "| asset | salt | code version | facts |", "|---|---|---|---|"]
+    for s in steps:
+        facts = {
+            k: v
+            for k, v in s.items()
+            if k not in ("asset", "salt", "code_version", "config") and v is not None
+        }
+        out.append(
+            f"| {s['asset']} | `{s['salt']}` | {s.get('code_version', '?')} | "
+            f"{json.dumps(facts, sort_keys=True)} |"
+        )
+    out += ["", "## Intended use and limits", "", INTENDED_USE, ""]
+    return "\n".join(out)

@@ -1,0 +1,141 @@
+"""Score scan files with a model folder: class probabilities and a CAM overlay per scan.
+
+Scans are decoded exactly as for training and evaluation (`decode_gray` at the model's input
+size and fit) and run through the same inference path (`predict_logits`, flip TTA as trained).
+A file that is not a usable scan gets a reason instead of scores; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.decode import decode_gray
+from oct_assets.ml.errors import ImageDecodeError
+from oct_assets.ml.loop import predict_logits
+from oct_assets.ml.nets import to_input
+from oct_assets.ml.plots import _font, overlay
+from oct_assets.ml.predict import class_activation_maps, load_model
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 64 << 20  # a Kermany scan is < 1 MB; anything this large is not a B-scan
+MAX_PIXELS = 40_000_000  # larger images are refused before decoding (a decompression bomb)
+BATCH = 32
+
+
+@dataclass
+class Score:
+    """The outcome for one scan: probabilities (in class order) or the reason there are none."""
+
+    probabilities: list[float] | None = None
+    predicted: str | None = None
+    reason: str | None = None
+    image: np.ndarray | None = None  # uint8 network input square, for the overlay
+    cam: np.ndarray | None = None  # CAM of the predicted class, the image's shape
+
+
+def scan_problem(path: Path) -> str | None:
+    """Why `path` cannot be scored, from its size and header alone; None when it may be."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty file (0 bytes)"
+        if size > MAX_FILE_BYTES:
+            return f"huge file ({size} bytes, over {MAX_FILE_BYTES})"
+        with Image.open(path) as im:
+            w, h = im.size
+    except UnidentifiedImageError:
+        return "not an image"
+    except Image.DecompressionBombError as exc:
+        return f"huge image ({exc})"
+    except OSError as exc:  # with an errno: the file system refused; without: a bad header
+        return f"unreadable ({exc.strerror})" if exc.errno else f"corrupt or truncated ({exc})"
+    if w * h > MAX_PIXELS:
+        return f"huge image ({w}x{h} pixels, over {MAX_PIXELS})"
+    return None
+
+
+def decode_scan(path: Path, size: int, fit: str) -> tuple[np.ndarray | None, str | None]:
+    """The model input square of a scan, or the reason it cannot be had."""
+    problem = scan_problem(path)
+    if problem is not None:
+        return None, problem
+    try:
+        return decode_gray(path, size, fit), None
+    except ImageDecodeError as exc:
+        cause = exc.__cause__
+        return None, f"corrupt or truncated ({cause or exc})"
+
+
+def score_files(model_dir: Path, paths: list[Path], cams: bool = True) -> list[Score]:
+    """Score every path with the model in `model_dir`; one `Score` per path, in order."""
+    net, meta = load_model(Path(model_dir))
+    config = TrainConfig.from_dict(meta["config"])
+    classes = list(meta["classes"])
+    size, fit = meta["input"]["size"], meta["input"]["fit"]
+    scores = [Score() for _ in paths]
+    good: list[int] = []
+    pixels: list[np.ndarray] = []
+    for i, path in enumerate(paths):
+        image, reason = decode_scan(Path(path), size, fit)
+        if reason is not None:
+            scores[i].reason = reason
+        else:
+            good.append(i)
+            pixels.append(image)
+    if not good:
+        return scores
+    images = np.stack(pixels)
+
+    def reader(rows: np.ndarray) -> torch.Tensor:
+        return to_input(torch.from_numpy(images[rows]), net.in_channels)
+
+    rows = np.arange(len(good))
+    logits = predict_logits(net, reader, rows, torch.device("cpu"), BATCH, config.tta_flip)
+    probs = torch.softmax(logits, 1).numpy().astype(np.float64)
+    for k, i in enumerate(good):
+        p = probs[k]
+        scores[i].probabilities = [float(x) for x in p]
+        scores[i].predicted = classes[int(p.argmax())]
+        scores[i].image = images[k]
+    if cams:
+        for start in range(0, len(good), BATCH):
+            maps = class_activation_maps(net, images[start : start + BATCH])
+            for j, cam in enumerate(maps):
+                k = start + j
+                scores[good[k]].cam = cam[int(probs[k].argmax())]
+    log.info("scored %d of %d files (%d refused)", len(good), len(paths), len(paths) - len(good))
+    return scores
+
+
+def overlay_png(score: Score) -> bytes:
+    """The scan with the CAM of its predicted class over it, as PNG bytes."""
+    if score.image is None or score.cam is None:
+        raise ValueError("only a scored scan with a CAM has an overlay")
+    buf = io.BytesIO()
+    overlay(score.image, score.cam).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def contact_sheet_png(tiles: list[tuple[str, Path]], columns: int = 6, tile: int = 128) -> bytes:
+    """CAM overlays in a grid, each captioned (e.g. `file: CLASS 0.93`)."""
+    rows = max(1, -(-len(tiles) // columns))
+    cap = 18
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + cap)), "white")
+    draw, font = ImageDraw.Draw(sheet), _font(11)
+    for n, (caption, png) in enumerate(tiles):
+        x, y = (n % columns) * tile, (n // columns) * (tile + cap)
+        with Image.open(png) as im:
+            sheet.paste(im.convert("RGB").resize((tile - 4, tile - 4)), (x + 2, y + 2))
+        draw.text((x + 3, y + tile), caption[:22], fill="black", font=font)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()

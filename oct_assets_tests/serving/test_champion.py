@@ -1,0 +1,109 @@
+"""`champion_model` through Dagster: the first champion, then cluster evaluations that are
+better, worse, or on another test split."""
+
+import json
+import shutil
+from pathlib import Path
+
+from dagster import AssetMaterialization, DagsterInstance, MetadataValue, materialize
+
+from oct_assets.assets.champion import champion_model
+from oct_assets.assets.graph import LOCAL_GRAPH
+from oct_assets.ml.champion import CHAMPION_JSON, read_current
+from oct_assets_tests.serving.conftest import RESOURCES
+
+
+def materialise_champion(instance: DagsterInstance, **config) -> dict:
+    result = materialize(
+        [*LOCAL_GRAPH, champion_model],
+        selection=[champion_model],
+        instance=instance,
+        resources=RESOURCES,
+        run_config={"ops": {"champion_model": {"config": config}}} if config else None,
+        raise_on_error=False,
+    )
+    assert result.success, result.all_events
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def fake_cluster_evaluation(
+    data: Path, instance: DagsterInstance, name: str, accuracy: float, sample: str | None = None
+) -> str:
+    """A `cluster_model` (a copy of the trained model) and its `cluster_predictions` with the
+    given accuracy, recorded in the instance as the latest `cluster_predictions`."""
+    [local] = [p for p in (data / "predictions").iterdir() if (p / "manifest.json").is_file()]
+    manifest = json.loads((local / "manifest.json").read_text())
+    model_salt = f"cm-{name}"
+    shutil.copytree(
+        data / "trained_model" / manifest["upstream"]["model"], data / "cluster_model" / model_salt
+    )
+    folder = data / "cluster_predictions" / f"cp-{name}"
+    shutil.copytree(local, folder)
+    manifest.update(asset="cluster_predictions", salt=f"cp-{name}")
+    manifest["upstream"]["model"] = model_salt
+    manifest["upstream"]["reduced_sample"] = sample or manifest["upstream"]["reduced_sample"]
+    manifest["metrics"] = {**manifest["metrics"], "accuracy": accuracy}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            "cluster_predictions", metadata={"path": MetadataValue.path(str(folder))}
+        )
+    )
+    return model_salt
+
+
+def test_promotion_through_dagster(trained: Path) -> None:
+    instance = DagsterInstance.ephemeral()
+    first = materialise_champion(instance, accuracy_floor=0.0)
+    assert first["promoted"] is True and first["model_asset"] == "trained_model"
+    assert "cluster_predictions: no complete materialisation" in first["why"]
+    folder, info = read_current(trained / "champion_model")
+    assert Path(first["path"]) == folder and info["model"]["model_salt"] == first["model_salt"]
+    local_accuracy = first["accuracy"]
+
+    # The folder holds the model card and a TorchScript export that agrees with the loader.
+    card = (folder / "model_card.md").read_text()
+    for part in (
+        "## Data",
+        "SYNTHETIC",
+        "## Recipe",
+        "95% CI",
+        "Confusion matrix",
+        "NORMAL",
+        "## Lineage",
+        "raw_oct_images",
+        "not a medical device",
+        "cam_grid.png",
+    ):
+        assert part in card, part
+    assert (folder / "cam_grid.png").is_file() and (folder / "model.ts").is_file()
+    assert first["export_max_abs_diff"] < 1e-5
+    assert "## Intended use" in first["model_card"]
+
+    # A better cluster model on the same split is promoted; the salt follows the model.
+    better = fake_cluster_evaluation(trained, instance, "better", local_accuracy + 0.01)
+    promoted = materialise_champion(instance, accuracy_floor=0.0)
+    assert promoted["promoted"] is True and promoted["model_salt"] == better
+    assert promoted["salt"] != first["salt"]
+    assert (
+        json.loads((Path(promoted["path"]) / CHAMPION_JSON).read_text())["model"]["model_asset"]
+        == "cluster_model"
+    )
+
+    # A worse one is kept out: the champion stays, a cache hit, and the metadata says why.
+    fake_cluster_evaluation(trained, instance, "worse", local_accuracy - 0.5)
+    kept = materialise_champion(instance, accuracy_floor=0.0)
+    assert kept["promoted"] is False and kept["model_salt"] == better
+    assert kept["salt"] == promoted["salt"] and kept["cache_hit"] is True
+    assert "stays" in kept["why"]
+
+    # One scored on another test split is refused, however good.
+    fake_cluster_evaluation(trained, instance, "other", 1.0, sample="another-sample")
+    refused = materialise_champion(instance, accuracy_floor=0.0)
+    assert refused["model_salt"] == better and "scores on different splits" in refused["why"]
+
+    # A floor above every candidate: nothing is promoted, the champion stays.
+    high = materialise_champion(instance, accuracy_floor=1.0)
+    assert high["promoted"] is False and high["model_salt"] == better
+    assert "below the floor" in high["why"]
