@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
     parser.add_argument("--cache-dir", type=Path, help="decode cache folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # `python -m oct_assets` sets WARNING: its progress comes through Pipes, one line an epoch.
+    level = os.environ.get("OCT_TRAIN_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     with _pipes_context() as pipes:
         try:
             raw = json.loads(args.config.read_text()) if args.config else {}
