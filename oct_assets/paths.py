@@ -21,14 +21,25 @@ def data_dir() -> Path:
 
 
 def images_dir() -> Path:
-    """Image root: `$OCT_IMAGES_DIR`, else `$OCT_DATA_DIR/OCT2017`."""
+    """Image root: `$OCT_IMAGES_DIR`, else `$OCT_DATA_DIR/OCT2017`.
+
+    Raises ValueError when `OCT_IMAGES_DIR` is set but empty: a variable meant to name real
+    images must never fall back to the synthetic demo.
+    """
     explicit = os.environ.get(ENV_IMAGES_DIR)
-    return Path(explicit).expanduser().resolve() if explicit else data_dir() / "OCT2017"
+    if explicit is None:
+        return data_dir() / "OCT2017"
+    if not explicit.strip():
+        raise ValueError(
+            f"{ENV_IMAGES_DIR} is set but empty; point it at an OCT2017 folder, or unset it "
+            "for the synthetic demo"
+        )
+    return Path(explicit).expanduser().resolve()
 
 
 def images_dir_is_explicit() -> bool:
     """True when the user named an image root: then it is never replaced by synthetic data."""
-    return bool(os.environ.get(ENV_IMAGES_DIR))
+    return ENV_IMAGES_DIR in os.environ
 
 
 def inbox_dir() -> Path:

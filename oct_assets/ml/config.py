@@ -16,7 +16,7 @@ FITS = ("crop", "resize", "band")
 # 100,000 px input that exhausts memory after minutes), refused naming the field.
 RANGES: dict[str, tuple[float, float]] = {
     "epochs": (1, 10_000),
-    "image_size": (8, 1024),
+    "image_size": (1, 1024),  # the net names its own minimum (depends on blocks)
     "batch_size": (1, 4096),
     "width": (1, 256),
     "blocks": (1, 8),

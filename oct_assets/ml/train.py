@@ -81,10 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rank = os.environ.get("RANK", "0")  # set by torchrun; the loop validates it
     who = f"rank {rank} " if "RANK" in os.environ else ""
-    logging.basicConfig(
-        level=logging.INFO if rank == "0" else logging.WARNING,
-        format=f"%(asctime)s {who}%(levelname)s %(message)s",
-    )
+    # `python -m oct_assets` sets WARNING: its progress comes through Pipes, one line an epoch.
+    level = os.environ.get("OCT_TRAIN_LOG_LEVEL", "INFO") if rank == "0" else "WARNING"
+    logging.basicConfig(level=level, format=f"%(asctime)s {who}%(levelname)s %(message)s")
     with _pipes_context() if rank == "0" else nullcontext() as pipes:
         try:
             raw = json.loads(args.config.read_text()) if args.config else {}

@@ -26,3 +26,54 @@ def test_python_m_oct_assets_on_the_embedded_default(tmp_path: Path) -> None:
         assert folder.parent == tmp_path / "data" / name
         assert (folder / "manifest.json").is_file()
     assert (tmp_path / "data" / "OCT2017" / "SYNTHETIC.txt").is_file()
+
+
+def test_quick_start_output_is_one_line_per_step_with_the_log_in_a_file(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OCT_IMAGES_DIR", "DAGSTER_HOME")}
+    env["OCT_DATA_DIR"] = str(tmp_path / "data")
+    config = tmp_path / "fast.yaml"
+    config.write_text(
+        '{"ops": {"reduced_sample": {"config": {"train_per_class": 6, "test_per_class": 3}},'
+        ' "trained_model": {"config": {"epochs": 2, "image_size": 32}}}}'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "oct_assets", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DEBUG" not in proc.stderr and len(proc.stderr.splitlines()) < 40, proc.stderr
+    assert re.search(r"trained_model: epoch 2: loss", proc.stderr)
+    assert re.search(r"predictions: done in", proc.stderr)
+    log = Path(re.search(r"^full log: (\S+)$", proc.stdout, re.M).group(1))
+    assert "STEP_START" in log.read_text() or "DEBUG" in log.read_text()
+    assert "SYNTHETIC DATA" in proc.stdout and "test accuracy:" in proc.stdout
+
+
+def test_an_empty_images_dir_is_an_error_naming_the_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update(OCT_DATA_DIR=str(tmp_path / "data"), OCT_IMAGES_DIR="")
+    proc = subprocess.run(
+        [sys.executable, "-m", "oct_assets"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2 and "OCT_IMAGES_DIR is set but empty" in proc.stderr
+    assert not (tmp_path / "data" / "OCT2017").exists()
+
+
+def test_absurd_settings_are_refused_at_launch(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OCT_IMAGES_DIR", "DAGSTER_HOME")}
+    env["OCT_DATA_DIR"] = str(tmp_path / "data")
+    config = tmp_path / "absurd.yaml"
+    config.write_text("ops: {trained_model: {config: {weight_decay: 1e309}}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "oct_assets", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "weight_decay" in proc.stderr
+    assert "learning_rate" not in proc.stderr
+    assert not (tmp_path / "data" / "raw_oct_images").exists()  # no step ran

@@ -52,7 +52,8 @@ def test_a_slowed_run_reads_its_own_model(
 
     def run_a() -> None:
         try:
-            results["a"] = _materialize(DagsterInstance.ephemeral(), train={"epochs": 2})
+            with DagsterInstance.ephemeral() as instance:  # disposed in the thread using it
+                results["a"] = _materialize(instance, train={"epochs": 2})
         finally:
             a_waiting.set()  # also when A failed early: the test must not hang
 
