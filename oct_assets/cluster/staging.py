@@ -20,6 +20,7 @@ import logging
 import posixpath
 import shlex
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -196,27 +197,33 @@ def _stream(
     dest: str,
     progress: Callable[[int], None] | None,
 ) -> int:
-    """Pipe `tar -cf -` of `names` into `tar -xf -` in `dest`; the bytes of the stream."""
-    tar = subprocess.Popen(
-        ["tar", "-cf", "-", "-C", str(local_dir), "--null", "-T", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    listing = b"".join(name.encode() + b"\0" for name in names)
-    try:
-        assert tar.stdin is not None and tar.stdout is not None
-        tar.stdin.write(listing)  # tar reads its whole list before it writes much
-        tar.stdin.close()
-        stdout = tar.stdout
-        chunks = iter(lambda: stdout.read(STREAM_CHUNK), b"")
-        q = shlex.quote
-        sent = _pipe(session, f"mkdir -p -- {q(dest)} && tar -xf - -C {q(dest)}", chunks, progress)
-    finally:
-        if tar.poll() is None:
-            tar.kill()
-        tar.wait()
+    """Pipe `tar -cf -` of `names` into `tar -xf -` in `dest`; the bytes of the stream.
+
+    The file list goes to tar as a file, not on its stdin: tar writes the archive while it reads
+    the list, so a long list on a pipe would deadlock against its full stdout.
+    """
+    with tempfile.NamedTemporaryFile(prefix="oct-stage-", suffix=".list") as listing:
+        listing.write(b"".join(name.encode() + b"\0" for name in names))
+        listing.flush()
+        tar = subprocess.Popen(
+            ["tar", "-cf", "-", "-C", str(local_dir), "--null", "-T", listing.name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert tar.stdout is not None
+            stdout = tar.stdout
+            chunks = iter(lambda: stdout.read(STREAM_CHUNK), b"")
+            q = shlex.quote
+            command = f"mkdir -p -- {q(dest)} && tar -xf - -C {q(dest)}"
+            sent = _pipe(session, command, chunks, progress)
+        finally:
+            if tar.poll() is None:
+                tar.kill()
+            tar.wait()
     if tar.returncode != 0:
+        assert tar.stderr is not None
         raise OSError(f"local tar of {local_dir} failed: {tar.stderr.read().decode()[-500:]}")
     return sent
 
