@@ -9,7 +9,8 @@ remote `sha256sum -c`, then renames the temporary folder into place and writes t
 A folder whose marker names the same key and manifest is not sent again; its files are checked
 remotely (`sha256sum -c`, no network traffic) and any that changed on the cluster are re-sent
 alone and checked again. A connection that drops mid-stream costs one attempt of the whole
-operation (`SSHSession.retrying`); the attempt's temporary folder is removed by the next one.
+operation (`SSHSession.retrying`); the attempt's temporary folder is removed by the next one,
+and folders of stagings that gave up are swept a day later.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 MARKER = ".oct-staged.json"
 MANIFEST = ".oct-manifest.sha256"
 STREAM_CHUNK = 1 << 20
+# A temporary folder older than this belongs to a staging whose retries ran out (none takes a day).
+ABANDONED_MINUTES = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def stage_folder(
             return StageResult(
                 target, len(digests), len(bad), sent, tuple(bad), time.monotonic() - started
             )
+        _sweep_abandoned(session, target)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
         stale.append(tmp)
         there = set(from_remote_root) if remote_root else set()
@@ -136,6 +140,16 @@ def stage_folder(
         result.seconds,
     )
     return result
+
+
+def _sweep_abandoned(session: SSHSession, target: str) -> None:
+    """Remove temporary folders of stagings to `target` that gave up more than a day ago."""
+    parent, name = posixpath.split(target)
+    pattern = shlex.quote(f"{name}.tmp-*")
+    session.run(
+        f"find {shlex.quote(parent)} -maxdepth 1 -name {pattern} -mmin +{ABANDONED_MINUTES}"
+        " -exec rm -rf -- {} + 2>/dev/null; true"
+    )
 
 
 def _copy_on_cluster(session: SSHSession, root: str, names: list[str], dest: str) -> None:
