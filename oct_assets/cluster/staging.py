@@ -9,7 +9,8 @@ remote `sha256sum -c`, then renames the temporary folder into place and writes t
 A folder whose marker names the same key and manifest is not sent again; its files are checked
 remotely (`sha256sum -c`, no network traffic) and any that changed on the cluster are re-sent
 alone and checked again. A connection that drops mid-stream costs one attempt of the whole
-operation (`SSHSession.retrying`); the attempt's temporary folder is removed by the next one.
+operation (`SSHSession.retrying`); the attempt's temporary folder is removed by the next one,
+and folders of stagings that gave up are swept a day later.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import posixpath
 import shlex
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 MARKER = ".oct-staged.json"
 MANIFEST = ".oct-manifest.sha256"
 STREAM_CHUNK = 1 << 20
+# A temporary folder older than this belongs to a staging whose retries ran out (none takes a day).
+ABANDONED_MINUTES = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ def stage_folder(
             return StageResult(
                 target, len(digests), len(bad), sent, tuple(bad), time.monotonic() - started
             )
+        _sweep_abandoned(session, target)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
         stale.append(tmp)
         there = set(from_remote_root) if remote_root else set()
@@ -135,6 +140,16 @@ def stage_folder(
         result.seconds,
     )
     return result
+
+
+def _sweep_abandoned(session: SSHSession, target: str) -> None:
+    """Remove temporary folders of stagings to `target` that gave up more than a day ago."""
+    parent, name = posixpath.split(target)
+    pattern = shlex.quote(f"{name}.tmp-*")
+    session.run(
+        f"find {shlex.quote(parent)} -maxdepth 1 -name {pattern} -mmin +{ABANDONED_MINUTES}"
+        " -exec rm -rf -- {} + 2>/dev/null; true"
+    )
 
 
 def _copy_on_cluster(session: SSHSession, root: str, names: list[str], dest: str) -> None:
@@ -196,27 +211,33 @@ def _stream(
     dest: str,
     progress: Callable[[int], None] | None,
 ) -> int:
-    """Pipe `tar -cf -` of `names` into `tar -xf -` in `dest`; the bytes of the stream."""
-    tar = subprocess.Popen(
-        ["tar", "-cf", "-", "-C", str(local_dir), "--null", "-T", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    listing = b"".join(name.encode() + b"\0" for name in names)
-    try:
-        assert tar.stdin is not None and tar.stdout is not None
-        tar.stdin.write(listing)  # tar reads its whole list before it writes much
-        tar.stdin.close()
-        stdout = tar.stdout
-        chunks = iter(lambda: stdout.read(STREAM_CHUNK), b"")
-        q = shlex.quote
-        sent = _pipe(session, f"mkdir -p -- {q(dest)} && tar -xf - -C {q(dest)}", chunks, progress)
-    finally:
-        if tar.poll() is None:
-            tar.kill()
-        tar.wait()
+    """Pipe `tar -cf -` of `names` into `tar -xf -` in `dest`; the bytes of the stream.
+
+    The file list goes to tar as a file, not on its stdin: tar writes the archive while it reads
+    the list, so a long list on a pipe would deadlock against its full stdout.
+    """
+    with tempfile.NamedTemporaryFile(prefix="oct-stage-", suffix=".list") as listing:
+        listing.write(b"".join(name.encode() + b"\0" for name in names))
+        listing.flush()
+        tar = subprocess.Popen(
+            ["tar", "-cf", "-", "-C", str(local_dir), "--null", "-T", listing.name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert tar.stdout is not None
+            stdout = tar.stdout
+            chunks = iter(lambda: stdout.read(STREAM_CHUNK), b"")
+            q = shlex.quote
+            command = f"mkdir -p -- {q(dest)} && tar -xf - -C {q(dest)}"
+            sent = _pipe(session, command, chunks, progress)
+        finally:
+            if tar.poll() is None:
+                tar.kill()
+            tar.wait()
     if tar.returncode != 0:
+        assert tar.stderr is not None
         raise OSError(f"local tar of {local_dir} failed: {tar.stderr.read().decode()[-500:]}")
     return sent
 

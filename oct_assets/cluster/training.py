@@ -61,8 +61,8 @@ def launch(python: str, train_args: str, *, nodes: int, per_node: int) -> tuple[
 
 
 def partial_dir(model_dir: str) -> str:
-    """The job's own unfinished model folder (shell text: `$SLURM_JOB_ID` expands in the job)."""
-    return f"{model_dir}{PARTIAL_SUFFIX}$SLURM_JOB_ID"
+    """The job's own unfinished model folder as quoted shell text (`$SLURM_JOB_ID` expands)."""
+    return f"{shlex.quote(model_dir)}{PARTIAL_SUFFIX}$SLURM_JOB_ID"
 
 
 def sweep_dead_partials(shell: RemoteShell, model_dir: str) -> None:

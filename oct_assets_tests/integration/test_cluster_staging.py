@@ -120,3 +120,17 @@ def test_images_already_on_the_cluster_are_not_sent(
             remote_root="oct2017",
             from_remote_root=images,
         )
+
+
+def test_a_file_list_longer_than_a_pipe_buffer(
+    cluster: ClusterResource, sshd_server: SshServer, tmp_path: Path
+) -> None:
+    """5,000 names (~150 KB of list): tar must not block on its list while we wait on it."""
+    local = tmp_path / "many"
+    for i in range(5000):
+        folder = local / "train" / f"CLASS{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"CLASS{i % 4}-{9_000_000 + i}-1.jpeg").write_bytes(i.to_bytes(4, "big"))
+    result = stage_folder(cluster.session, local, "samples/many", key="many")
+    assert result.sent_files == 5000
+    assert same_tree(local, sshd_server.remote_dir / "samples" / "many")
