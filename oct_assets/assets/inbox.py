@@ -10,9 +10,9 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
-from oct_assets.assets.champion import CHAMPION, champion_model
+from oct_assets.assets.champion import CHAMPION, SERVING_GROUP, champion_model
 from oct_assets.assets.metadata import listing, png_markdown
-from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.assets.salted import salted_output
 from oct_assets.dataset.inbox import InboxEntry, inbox_fingerprint, scan_inbox, sha256_file
 from oct_assets.ml.champion import CHAMPION_JSON
 from oct_assets.ml.formats import MANIFEST_JSON, MODEL_JSON, PREDICTIONS_CSV
@@ -66,7 +66,7 @@ def _place(src: Path, dest: Path) -> None:
 
 @asset(
     name=INBOX_PREDICTIONS,
-    group_name=GROUP,
+    group_name=SERVING_GROUP,
     code_version="1",
     ins={"champion_model": AssetIn(champion_model.key)},
     description="A class, probabilities and a CAM overlay for every scan in `$OCT_INBOX_DIR` "
