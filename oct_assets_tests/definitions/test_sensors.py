@@ -205,4 +205,10 @@ def test_automation_is_on_and_the_image_sensor_opt_in() -> None:
     assert AssetKey("predictions") in targeted
     assert new_images_sensor.default_status == DefaultSensorStatus.STOPPED
     names = {s.name for s in defs.get_repository_def().sensor_defs}
-    assert names == {"new_images_sensor", "automation_sensor", "cluster_model_sensor"}
+    assert names == {
+        "new_images_sensor",
+        "automation_sensor",
+        "cluster_model_sensor",
+        "inbox_sensor",
+    }
+    assert defs.get_sensor_def("inbox_sensor").default_status == DefaultSensorStatus.STOPPED
