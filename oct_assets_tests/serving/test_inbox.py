@@ -74,6 +74,7 @@ def test_incremental_scoring_and_bad_input(trained: Path, inbox: Path) -> None:
     first = run(instance, inbox_predictions)
     table = rows(first)
     assert first["scored_now"] == 3 and first["reused"] == 0 and first["n_files"] == 9
+    assert first["hashed"] == 8  # all but the dangling link
     assert first["n_hidden_left_out"] == 1 and ".partial.jpeg" in first["hidden_left_out"]
     for rel in ("a.jpeg", "clinic 1/scan-x.jpg", "clinic 1/deep/003"):
         row = table[rel]
@@ -92,6 +93,7 @@ def test_incremental_scoring_and_bad_input(trained: Path, inbox: Path) -> None:
     (inbox / "new.jpeg").write_bytes(new.read_bytes())
     second = run(instance, inbox_predictions)
     assert second["scored_now"] == 1 and second["reused"] == 3
+    assert second["hashed"] == 1  # the others' stat is unchanged: not even read
     assert rows(second)["a.jpeg"] == {**table["a.jpeg"]}
 
     # Changed bytes under the same name are scored again.
@@ -99,7 +101,11 @@ def test_incremental_scoring_and_bad_input(trained: Path, inbox: Path) -> None:
     Image.open(inbox / "a.jpeg").save(buf, format="JPEG", quality=50)
     (inbox / "a.jpeg").write_bytes(buf.getvalue())
     third = run(instance, inbox_predictions)
-    assert third["scored_now"] == 1 and rows(third)["a.jpeg"]["sha256"] != table["a.jpeg"]["sha256"]
+    assert (
+        third["scored_now"] == 1
+        and third["hashed"] == 1
+        and rows(third)["a.jpeg"]["sha256"] != table["a.jpeg"]["sha256"]
+    )
 
     # A removed scan's row is dropped.
     (inbox / "new.jpeg").unlink()
