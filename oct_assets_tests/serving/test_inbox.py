@@ -23,6 +23,7 @@ BAD = {
     "bad/empty.jpeg": "empty file",
     "bad/dangling.jpeg": "unreadable",
     "bad/huge.png": "huge image",
+    "bad/huge.jpeg": "huge file",
 }
 
 
@@ -62,6 +63,8 @@ def inbox(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     (root / "bad/empty.jpeg").write_bytes(b"")
     os.symlink(root / "missing.jpeg", root / "bad/dangling.jpeg")
     Image.new("L", (8000, 6000)).save(root / "bad/huge.png")
+    with open(root / "bad/huge.jpeg", "wb") as f:  # sparse: 65 MiB on paper only
+        f.truncate(65 << 20)
     (root / ".partial.jpeg").write_bytes(b"uploading")
     monkeypatch.setenv("OCT_INBOX_DIR", str(root))
     return root
@@ -73,8 +76,8 @@ def test_incremental_scoring_and_bad_input(trained: Path, inbox: Path) -> None:
 
     first = run(instance, inbox_predictions)
     table = rows(first)
-    assert first["scored_now"] == 3 and first["reused"] == 0 and first["n_files"] == 9
-    assert first["hashed"] == 8  # all but the dangling link
+    assert first["scored_now"] == 3 and first["reused"] == 0 and first["n_files"] == 10
+    assert first["hashed"] == 9  # all but the dangling link
     assert first["n_hidden_left_out"] == 1 and ".partial.jpeg" in first["hidden_left_out"]
     for rel in ("a.jpeg", "clinic 1/scan-x.jpg", "clinic 1/deep/003"):
         row = table[rel]
