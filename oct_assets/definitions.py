@@ -4,7 +4,7 @@ checks that need them."""
 from dagster import Definitions, PipesSubprocessClient, define_asset_job
 
 from oct_assets.assets.cluster import cluster_model
-from oct_assets.assets.graph import ALL_ASSETS, CLUSTER_BRANCH, LOCAL_GRAPH
+from oct_assets.assets.graph import ALL_ASSETS, CLUSTER_BRANCH, LOCAL_GRAPH, SERVING
 from oct_assets.assets.model import trained_model
 from oct_assets.assets.predictions import cluster_predictions, predictions
 from oct_assets.checks.images import RAW_CHECKS
@@ -42,11 +42,16 @@ cluster_job = define_asset_job(
     selection=[a.key for a in CLUSTER_BRANCH],
     description="Fetch or train (Slurm over SSH) the cluster model and evaluate it.",
 )
+serving_job = define_asset_job(
+    "serving",
+    selection=[a.key for a in SERVING],
+    description="Promote the champion among the evaluated models and diagnose the inbox with it.",
+)
 
 defs = Definitions(
     assets=list(ALL_ASSETS),
     asset_checks=[*local_checks, *cluster_checks],
-    jobs=[local_graph_job, cluster_job],
+    jobs=[local_graph_job, cluster_job, serving_job],
     sensors=[new_images_sensor, automation_sensor, cluster_model_sensor, inbox_sensor],
     resources={
         "io_manager": LatestArtifactIOManager(),

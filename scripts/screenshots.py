@@ -244,7 +244,9 @@ def text_shown(*texts: str) -> str:
 def asset_graph(browser: Browser, url: str) -> tuple[Image.Image, Image.Image]:
     """The `oct` group's lineage, every asset materialised with its checks: the page, and the
     graph's nodes (SVG foreignObjects) cropped at twice the resolution."""
-    browser.open(f"{url}/asset-groups/oct")
+    # The group's own page: the global lineage collapses groups once there are several (`oct`
+    # and `serving`).
+    browser.open(f"{url}/locations/oct_assets/asset-groups/oct")
     browser.wait_for(text_shown(*ASSETS, "Materialized", "Passed"), "the materialised graph")
     time.sleep(1.5)  # let the graph settle its layout and zoom-to-fit
     return browser.screenshot(), browser.screenshot("foreignObject", margin=24, scale=2)

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from oct_assets.assets.metadata import png_markdown
 from oct_assets.assets.predictions import cluster_predictions, predictions
-from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.assets.salted import salted_output
 from oct_assets.ml.champion import (
     CHAMPION_JSON,
     EXPORT_CHECK_JSON,
@@ -39,6 +39,9 @@ from oct_assets.store.publish import write_json_atomic
 from oct_assets.store.salt import is_complete, read_manifest
 
 CHAMPION = "champion_model"
+# The serving assets' own group: the `oct` group stays the training graph, and the UI shows
+# putting the model to work (champion, inbox) as a second graph downstream of it.
+SERVING_GROUP = "serving"
 # Each evaluation asset and the model asset it scores.
 EVALUATED_MODEL = {"predictions": "trained_model", "cluster_predictions": "cluster_model"}
 
@@ -108,7 +111,7 @@ def gather_candidates(
 
 @asset(
     name=CHAMPION,
-    group_name=GROUP,
+    group_name=SERVING_GROUP,
     code_version="1",
     ins={"predictions": AssetIn(predictions.key)},
     deps=[cluster_predictions],

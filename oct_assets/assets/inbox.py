@@ -10,9 +10,9 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
-from oct_assets.assets.champion import CHAMPION, champion_model
+from oct_assets.assets.champion import CHAMPION, SERVING_GROUP, champion_model
 from oct_assets.assets.metadata import listing, png_markdown
-from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.assets.salted import salted_output
 from oct_assets.dataset.inbox import InboxEntry, inbox_fingerprint, scan_inbox, sha256_file
 from oct_assets.ml.champion import CHAMPION_JSON
 from oct_assets.ml.formats import MANIFEST_JSON, MODEL_JSON, PREDICTIONS_CSV
@@ -24,6 +24,8 @@ INBOX_PREDICTIONS = "inbox_predictions"
 CAMS_DIR = "cams"  # cams/<relative path of the scan>.png
 CONTACT_SHEET_PNG = "contact_sheet.png"
 SHEET_TILES = 24
+# {relative path: [size, mtime_ns, sha256]}: an unchanged file (same stat) is not read again.
+INDEX_JSON = "inbox_index.json"
 
 
 def inbox_columns(classes: list[str]) -> list[str]:
@@ -66,7 +68,7 @@ def _place(src: Path, dest: Path) -> None:
 
 @asset(
     name=INBOX_PREDICTIONS,
-    group_name=GROUP,
+    group_name=SERVING_GROUP,
     code_version="1",
     ins={"champion_model": AssetIn(champion_model.key)},
     description="A class, probabilities and a CAM overlay for every scan in `$OCT_INBOX_DIR` "
@@ -108,14 +110,24 @@ def score_inbox(
     model_dir = data_dir() / chosen["model_dir"]
     classes = json.loads((model_dir / MODEL_JSON).read_text())["classes"]
     before, reusable = previous_rows(champion_salt)
+    known = json.loads((before / INDEX_JSON).read_text()) if before else {}
+    index: dict[str, list[Any]] = {}
     rows: dict[str, dict[str, str]] = {}
     to_score: list[tuple[str, str]] = []  # (rel, sha256)
+    hashed = 0
     for e in entries:
-        try:
-            sha = sha256_file(root / e.rel)
-        except OSError as exc:
-            rows[e.rel] = {"file": e.rel, "sha256": "", "reason": f"unreadable ({exc.strerror})"}
-            continue
+        old_stat = known.get(e.rel)
+        if old_stat and old_stat[:2] == [e.size, e.mtime_ns] and e.size >= 0:
+            sha = old_stat[2]  # same path, size and mtime as last time: no need to read it
+        else:
+            try:
+                sha = sha256_file(root / e.rel)
+                hashed += 1
+            except OSError as exc:
+                reason = f"unreadable ({exc.strerror})"
+                rows[e.rel] = {"file": e.rel, "sha256": "", "reason": reason}
+                continue
+        index[e.rel] = [e.size, e.mtime_ns, sha]
         old = reusable.get(sha)
         if old is not None:
             row = {**old, "file": e.rel, "cam": ""}
@@ -146,6 +158,7 @@ def score_inbox(
     writer.writeheader()
     writer.writerows(ordered)
     (tmp / PREDICTIONS_CSV).write_text(buf.getvalue())
+    (tmp / INDEX_JSON).write_text(json.dumps(index))
     scored = [r for r in ordered if r.get("predicted_class")]
     tiles = [
         (
@@ -164,6 +177,7 @@ def score_inbox(
         "model_asset": chosen["model_asset"],
         "model_salt": chosen["model_salt"],
         "n_files": len(entries),
+        "hashed": hashed,
         "n_scored": len(scored),
         "scored_now": sum(1 for s in scores if s.probabilities is not None),
         "reused": len(scored) - sum(1 for s in scores if s.probabilities is not None),
@@ -178,6 +192,7 @@ def describe_inbox(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         "inbox": MetadataValue.path(s["inbox"]),
         "model": f"{s['model_asset']} {s['model_salt']}",
         "n_files": s["n_files"],
+        "hashed": s["hashed"],
         "n_scored": s["n_scored"],
         "scored_now": s["scored_now"],
         "reused": s["reused"],

@@ -48,7 +48,10 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
     model_dir = data / model["model_dir"]
     meta = json.loads((model_dir / MODEL_JSON).read_text()) if model_dir.is_dir() else {}
     step(model["model_asset"], model["model_salt"], architecture=meta.get("architecture"))
-    sample = step("reduced_sample", model["sample_salt"])
+    # The sample the model was trained on, as its trainer recorded it; a fetched cluster model
+    # may have been trained on another sample than the one whose test split scored it.
+    trained_on = meta.get("sample_salt", model["sample_salt"])
+    sample = step("reduced_sample", trained_on, role="trained on")
     raw_salt = (sample or {}).get("upstream", {}).get("raw_oct_images")
     raw = step("raw_oct_images", raw_salt)
     if raw is not None:
@@ -58,6 +61,8 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
             synthetic=raw.get("synthetic"),
             root=raw.get("root"),
         )
+    if trained_on != model["sample_salt"]:
+        step("reduced_sample", model["sample_salt"], role="scored on (test split)")
     step(
         model["evaluation_asset"],
         model["evaluation_salt"],
@@ -94,10 +99,10 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
     matrix, per-class table, CAM grid, lineage salts, intended use and limits."""
     steps = lineage(data, model)
     by_asset = {s["asset"]: s for s in steps}
-    sample = _manifest(data, "reduced_sample", model["sample_salt"]) or {}
+    meta = json.loads((data / model["model_dir"] / MODEL_JSON).read_text())
+    sample = _manifest(data, "reduced_sample", meta.get("sample_salt", model["sample_salt"])) or {}
     evaluation = data / model["evaluation_asset"] / model["evaluation_salt"]
     metrics = json.loads((evaluation / METRICS_JSON).read_text())
-    meta = json.loads((data / model["model_dir"] / MODEL_JSON).read_text())
     classes = metrics["classes"]
     raw = by_asset.get("raw_oct_images", {})
     synthetic = sample.get("synthetic", raw.get("synthetic"))

@@ -28,6 +28,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = ["raw_oct_images", "reduced_sample", "trained_model", "predictions"]
+SERVING = ["champion_model", "inbox_predictions"]
 RUN_CONFIG = {
     "ops": {
         "reduced_sample": {"config": {"train_per_class": 6, "test_per_class": 3}},
@@ -137,7 +138,12 @@ def ui(tiny_tree_template: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "DAGSTER_HOME": str(home),
         "OCT_DATA_DIR": str(tmp / "data"),
         "OCT_IMAGES_DIR": str(images),
+        "OCT_INBOX_DIR": str(tmp / "inbox"),
     }
+    (tmp / "inbox" / "clinic").mkdir(parents=True)
+    for n, scan in enumerate(sorted(images.glob("test/*/*.jpeg"))[:3]):
+        shutil.copy2(scan, tmp / "inbox" / "clinic" / f"scan {n}.jpeg")
+    (tmp / "inbox" / "notes.txt").write_text("not a scan")
     port = free_port()
     log = tmp / "dagster_dev.log"
     dagster = str(Path(sys.executable).with_name("dagster"))
@@ -183,6 +189,25 @@ def run_id(ui: UI) -> str:
 def results(ui: UI, run_id: str) -> dict[str, dict]:
     keys = [{"path": [name]} for name in ASSETS]
     # `_execute` is the client's own GraphQL call, used here for a query it has no helper for.
+    nodes = ui.client._execute(RESULTS, {"keys": keys})["assetNodes"]
+    return {node["assetKey"]["path"][-1]: node for node in nodes}
+
+
+@pytest.fixture(scope="module")
+def serving(ui: UI, run_id: str) -> dict[str, dict]:
+    """The `serving` job (champion, then the inbox's diagnoses) after the local graph."""
+    config = {"ops": {"champion_model": {"config": {"accuracy_floor": 0.0}}}}
+    serving_run = ui.client.submit_job_execution("serving", run_config=config)
+    deadline = time.monotonic() + 180
+    while (status := ui.client.get_run_status(serving_run)) not in (
+        DagsterRunStatus.SUCCESS,
+        DagsterRunStatus.FAILURE,
+        DagsterRunStatus.CANCELED,
+    ):
+        assert time.monotonic() < deadline, f"run {serving_run} still {status} after 180s"
+        time.sleep(2)
+    assert status == DagsterRunStatus.SUCCESS, ui.log.read_text()[-4000:]
+    keys = [{"path": [name]} for name in SERVING]
     nodes = ui.client._execute(RESULTS, {"keys": keys})["assetNodes"]
     return {node["assetKey"]["path"][-1]: node for node in nodes}
 
@@ -255,6 +280,18 @@ def test_check_results_are_shown(results: dict, run_id: str) -> None:
     assert blocking == {"no_patient_in_both_splits"}
 
 
+def test_champion_and_inbox_diagnoses_are_shown(serving: dict) -> None:
+    assert sorted(serving) == sorted(SERVING)
+    champion = metadata(serving["champion_model"])
+    assert champion["promoted"]["boolValue"] is True
+    assert "## Intended use and limits" in champion["model_card"]["mdStr"]
+    assert champion["export_max_abs_diff"]["floatValue"] < 1e-5
+    inbox = metadata(serving["inbox_predictions"])
+    assert inbox["n_files"]["intValue"] == 4 and inbox["n_scored"]["intValue"] == 3
+    assert "notes.txt: not an image" in inbox["bad_files"]["mdStr"]
+    assert inline_png(inbox["contact_sheet"]).width > 200
+
+
 def test_automation_page_lists_the_sensors(ui: UI) -> None:
     selector = {"repositoryLocationName": "oct_assets", "repositoryName": "__repository__"}
     data = ui.client._execute(SENSORS, {"selector": selector})
@@ -263,6 +300,7 @@ def test_automation_page_lists_the_sensors(ui: UI) -> None:
         "automation_sensor": "RUNNING",
         "new_images_sensor": "STOPPED",
         "cluster_model_sensor": "STOPPED",
+        "inbox_sensor": "STOPPED",
     }
 
 

@@ -107,3 +107,18 @@ def test_promotion_through_dagster(trained: Path) -> None:
     high = materialise_champion(instance, accuracy_floor=1.0)
     assert high["promoted"] is False and high["model_salt"] == better
     assert "below the floor" in high["why"]
+
+
+def test_no_eligible_candidate_and_no_champion_fails_saying_why(trained: Path) -> None:
+    result = materialize(
+        [*LOCAL_GRAPH, champion_model],
+        selection=[champion_model],
+        instance=DagsterInstance.ephemeral(),
+        resources=RESOURCES,
+        run_config={"ops": {"champion_model": {"config": {"accuracy_floor": 1.0}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.failure_data_for_node("champion_model").error.to_string()
+    assert "no champion" in error and "below the floor" in error
+    assert read_current(trained / "champion_model") is None

@@ -23,6 +23,7 @@ BAD = {
     "bad/empty.jpeg": "empty file",
     "bad/dangling.jpeg": "unreadable",
     "bad/huge.png": "huge image",
+    "bad/huge.jpeg": "huge file",
 }
 
 
@@ -62,6 +63,8 @@ def inbox(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     (root / "bad/empty.jpeg").write_bytes(b"")
     os.symlink(root / "missing.jpeg", root / "bad/dangling.jpeg")
     Image.new("L", (8000, 6000)).save(root / "bad/huge.png")
+    with open(root / "bad/huge.jpeg", "wb") as f:  # sparse: 65 MiB on paper only
+        f.truncate(65 << 20)
     (root / ".partial.jpeg").write_bytes(b"uploading")
     monkeypatch.setenv("OCT_INBOX_DIR", str(root))
     return root
@@ -73,7 +76,8 @@ def test_incremental_scoring_and_bad_input(trained: Path, inbox: Path) -> None:
 
     first = run(instance, inbox_predictions)
     table = rows(first)
-    assert first["scored_now"] == 3 and first["reused"] == 0 and first["n_files"] == 9
+    assert first["scored_now"] == 3 and first["reused"] == 0 and first["n_files"] == 10
+    assert first["hashed"] == 9  # all but the dangling link
     assert first["n_hidden_left_out"] == 1 and ".partial.jpeg" in first["hidden_left_out"]
     for rel in ("a.jpeg", "clinic 1/scan-x.jpg", "clinic 1/deep/003"):
         row = table[rel]
@@ -92,6 +96,7 @@ def test_incremental_scoring_and_bad_input(trained: Path, inbox: Path) -> None:
     (inbox / "new.jpeg").write_bytes(new.read_bytes())
     second = run(instance, inbox_predictions)
     assert second["scored_now"] == 1 and second["reused"] == 3
+    assert second["hashed"] == 1  # the others' stat is unchanged: not even read
     assert rows(second)["a.jpeg"] == {**table["a.jpeg"]}
 
     # Changed bytes under the same name are scored again.
@@ -99,7 +104,11 @@ def test_incremental_scoring_and_bad_input(trained: Path, inbox: Path) -> None:
     Image.open(inbox / "a.jpeg").save(buf, format="JPEG", quality=50)
     (inbox / "a.jpeg").write_bytes(buf.getvalue())
     third = run(instance, inbox_predictions)
-    assert third["scored_now"] == 1 and rows(third)["a.jpeg"]["sha256"] != table["a.jpeg"]["sha256"]
+    assert (
+        third["scored_now"] == 1
+        and third["hashed"] == 1
+        and rows(third)["a.jpeg"]["sha256"] != table["a.jpeg"]["sha256"]
+    )
 
     # A removed scan's row is dropped.
     (inbox / "new.jpeg").unlink()
