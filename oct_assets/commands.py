@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from oct_assets.ml.card import lineage
+from oct_assets.ml.champion import CHAMPION_ASSET as CHAMPION
+from oct_assets.ml.champion import read_current
 from oct_assets.ml.formats import MODEL_JSON
 from oct_assets.paths import data_dir
 
-CHAMPION = "champion_model"
 COMMANDS = ("champion", "predict")
 
 
 def _champion(err: TextIO) -> tuple[Path, dict[str, Any]] | None:
-    from oct_assets.ml.champion import read_current
-
     found = read_current(data_dir() / CHAMPION)
     if found is None:
         print(

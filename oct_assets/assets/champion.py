@@ -21,6 +21,7 @@ from oct_assets.assets.metadata import png_markdown
 from oct_assets.assets.predictions import cluster_predictions, predictions
 from oct_assets.assets.salted import salted_output
 from oct_assets.ml.champion import (
+    CHAMPION_ASSET,
     CHAMPION_JSON,
     EXPORT_CHECK_JSON,
     MODEL_CARD_MD,
@@ -38,7 +39,7 @@ from oct_assets.store.artifact import Artifact
 from oct_assets.store.publish import write_json_atomic
 from oct_assets.store.salt import is_complete, read_manifest
 
-CHAMPION = "champion_model"
+CHAMPION = CHAMPION_ASSET
 # The serving assets' own group: the `oct` group stays the training graph, and the UI shows
 # putting the model to work (champion, inbox) as a second graph downstream of it.
 SERVING_GROUP = "serving"

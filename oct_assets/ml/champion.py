@@ -14,6 +14,8 @@ from typing import Any
 
 from oct_assets.ml.atomic import write_bytes
 
+# The asset (and folder under the data folder) of the champion; the CLI finds it by this name.
+CHAMPION_ASSET = "champion_model"
 # In a champion folder: the pointer to the chosen model (salt, folder relative to the data
 # folder, the evaluation it won with), the model card and the TorchScript export.
 CHAMPION_JSON = "champion.json"
