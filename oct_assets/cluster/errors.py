@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from oct_assets.cluster.slurm import SlurmJob, SlurmJobStatus
-    from oct_assets.cluster.types import CommandResult
+    from oct_assets.cluster.types import CommandResult, SlurmJob, SlurmJobStatus
 
 
 class ClusterError(Exception):

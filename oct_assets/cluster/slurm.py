@@ -16,7 +16,6 @@ import re
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from oct_assets.cluster.batch_script import SlurmJobSpec, render_batch_script
@@ -30,25 +29,10 @@ from oct_assets.cluster.errors import (
     SlurmSubmitError,
     SlurmWaitTimeoutError,
 )
-from oct_assets.cluster.types import CommandResult
+from oct_assets.cluster.types import TERMINAL_STATES, CommandResult, SlurmJob, SlurmJobStatus
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "REVOKED",
-        "SPECIAL_EXIT",
-        "TIMEOUT",
-    }
-)
 # Pending reasons no amount of waiting cures: the job asks for more than the partition, its
 # nodes, the account or the QoS can ever give. A job pending for one of these fails at once.
 FATAL_PENDING_REASONS = frozenset(
@@ -84,33 +68,6 @@ class RemoteShell(Protocol):
     def read_tail(self, path: str, max_bytes: int = 8192) -> str: ...
 
     def read_from(self, path: str, offset: int, max_bytes: int = ...) -> tuple[bytes, int]: ...
-
-
-@dataclass(frozen=True)
-class SlurmJob:
-    """A submitted job: its id and where its script and log live."""
-
-    job_id: int
-    name: str
-    log_path: str
-    script_path: str
-
-
-@dataclass(frozen=True)
-class SlurmJobStatus:
-    job_id: int
-    state: str
-    exit_code: int | None = None
-    signal: int | None = None
-    reason: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state == "COMPLETED" and self.exit_code == 0
 
 
 def write_script(shell: RemoteShell, spec: SlurmJobSpec) -> str:

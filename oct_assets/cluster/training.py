@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from oct_assets.cluster import slurm
 from oct_assets.cluster.batch_script import SlurmJobSpec
 from oct_assets.cluster.errors import ClusterError, SlurmJobFailedError, SlurmJobNotFoundError
-from oct_assets.cluster.slurm import RemoteShell, SlurmJob, SlurmJobStatus
+from oct_assets.cluster.slurm import RemoteShell
+from oct_assets.cluster.types import SlurmJob, SlurmJobStatus
 
 logger = logging.getLogger(__name__)
 

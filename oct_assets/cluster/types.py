@@ -100,3 +100,48 @@ class DirUploadResult:
     remote_dir: str
     uploaded: tuple[str, ...]
     skipped: tuple[str, ...]
+
+
+# Slurm job states after which a job never runs again.
+TERMINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """A submitted job: its id and where its script and log live."""
+
+    job_id: int
+    name: str
+    log_path: str
+    script_path: str
+
+
+@dataclass(frozen=True)
+class SlurmJobStatus:
+    job_id: int
+    state: str
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "COMPLETED" and self.exit_code == 0
