@@ -3,6 +3,7 @@
 import dataclasses
 import inspect
 import json
+import multiprocessing
 import typing
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import Field, create_model
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.ml.config import RANGES, TrainConfig
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
+from oct_assets.ml.train import die_with_parent
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
 
@@ -80,6 +82,10 @@ def trained_model(
     cfg = TrainConfig.from_dict(config.model_dump()).to_dict()  # fails here, naming the field
 
     def build(tmp: Path) -> dict[str, Any]:
+        if multiprocessing.parent_process() is not None:
+            # A step process of the multiprocess executor (`dagster asset materialize`): die
+            # with the run process, and the trainer dies with this one (kill -9 included).
+            die_with_parent()
         config_file = tmp / TRAIN_CONFIG_JSON
         config_file.write_text(json.dumps(cfg, indent=2))
         invocation = pipes_subprocess_client.run(

@@ -58,7 +58,7 @@ def _pipes_context() -> AbstractContextManager[Any]:
     return dagster_pipes.open_dagster_pipes()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """On Linux, have the kernel SIGKILL this trainer when the process that started it dies
     (kill -9 included): an orphan would keep writing into a build folder whose lock died with
     its builder, so the next sweep deletes it under the trainer."""
@@ -72,7 +72,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (2 with a one-line error on bad input)."""
-    _die_with_parent()
+    die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m oct_assets.ml.train", description=__doc__)
     parser.add_argument("--sample", type=Path, required=True, help="sample folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder for model.pt/json")

@@ -8,9 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance, materialize
 
 from oct_assets.assets.graph import LOCAL_GRAPH
+from oct_assets.paths import PROJECT_ROOT
 from oct_assets.resources.io_manager import LatestArtifactIOManager
 from oct_assets.store.salt import is_complete
 
@@ -73,6 +75,23 @@ def test_sigterm_stops_training_and_publishes_nothing(tiny_tree: Path, data_env:
     assert not (model_root / "latest.json").exists()
 
 
+COMMANDS = {
+    "python -m oct_assets": [sys.executable, "-m", "oct_assets", "--config"],
+    "dagster asset materialize": [
+        str(Path(sys.executable).with_name("dagster")),
+        *("asset", "materialize", "-m", "oct_assets.definitions"),
+        *("--select", "raw_oct_images,reduced_sample,trained_model", "-c"),
+    ],
+}
+
+
+def _env() -> dict[str, str]:
+    """This test's environment (its OCT_DATA_DIR), no DAGSTER_HOME, the project importable."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 def descendants(pid: int) -> set[int]:
     """Every live descendant of `pid` (from /proc)."""
     children: dict[int, list[int]] = {}
@@ -99,9 +118,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_kill_9_of_the_dagster_process_leaves_no_trainer(tiny_tree: Path, data_env: Path) -> None:
-    """`python -m oct_assets` killed with SIGKILL mid-training: the trainer and every process
-    it started die with it (the trainer asks the kernel for that at start)."""
+@pytest.mark.parametrize("how", ["python -m oct_assets", "dagster asset materialize"])
+def test_kill_9_of_the_dagster_process_leaves_no_trainer(
+    tiny_tree: Path, data_env: Path, how: str
+) -> None:
+    """Killed with SIGKILL mid-training: the trainer and every process it started die with it
+    (the trainer, and a multiprocess executor's step process, ask the kernel for that)."""
     config = data_env.parent / "slow.yaml"
     config.write_text(
         json.dumps(
@@ -116,9 +138,11 @@ def test_kill_9_of_the_dagster_process_leaves_no_trainer(tiny_tree: Path, data_e
     log = data_env.parent / "run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "oct_assets", "--config", str(config)],
+            COMMANDS[how] + [str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=data_env.parent,  # the CLI's throw-away DAGSTER_HOME lands here
+            env=_env(),
         )
     try:
         deadline = time.time() + 180
