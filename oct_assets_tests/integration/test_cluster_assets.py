@@ -13,8 +13,8 @@ from oct_assets.assets.graph import CLUSTER_BRANCH, LOCAL_GRAPH
 from oct_assets.definitions import cluster_checks
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.train import train
-from oct_assets.resources.io_manager import LatestArtifactIOManager
-from oct_assets.store.salt import is_complete
+from oct_assets.resources.io_manager import LatestArtifactIOManager, pointer_salt
+from oct_assets.store.salt import is_complete, salted_dir
 from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
 
 TINY_TRAIN = {"epochs": 2, "image_size": 32, "batch_size": 16, "threads": 1, "decode_workers": 1}
@@ -79,7 +79,7 @@ def meta(result, asset: str) -> dict:
 def test_fetch_cache_hit_and_changed_remote_model(
     sample_instance: DagsterInstance, sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch
 ) -> None:
-    sample_dir = LatestArtifactIOManager().load_input(_input("reduced_sample")).path
+    sample_dir = salted_dir("reduced_sample", pointer_salt("reduced_sample"))
     path = remote_model(sshd_server, "fetched", sample_dir, seed=1)
     first = run_cluster(sample_instance, sshd_server, {"mode": "fetch", "remote_model_path": path})
     assert first.success
@@ -199,12 +199,6 @@ def test_failing_job_surfaces_state_and_log_tail(
     assert "FAILED" in error and "/no/such/python" in error
     folders = list((data_env / "cluster_model").glob("*"))
     assert not any(is_complete(f) for f in folders)
-
-
-def _input(asset: str):
-    from dagster import AssetKey, build_input_context
-
-    return build_input_context(asset_key=AssetKey(asset))
 
 
 def test_two_task_job_trains_with_ddp_end_to_end(
