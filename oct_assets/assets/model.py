@@ -1,7 +1,6 @@
 """`trained_model`: trains the CNN on `reduced_sample` in its own process through Dagster Pipes."""
 
 import dataclasses
-import inspect
 import json
 import multiprocessing
 import typing
@@ -19,52 +18,31 @@ from dagster import (
 from pydantic import Field, create_model
 
 from oct_assets.assets.salted import GROUP, salted_output
-from oct_assets.ml.config import RANGES, TrainConfig
+from oct_assets.ml.config import TrainConfig, field_doc, field_range
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
 from oct_assets.ml.train import die_with_parent
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
 
 
-def _attribute_docs(cls: type) -> dict[str, str]:
-    """The `Attributes:` section of a Google-style docstring, as {name: description}."""
-    docs: dict[str, str] = {}
-    name = None
-    section = inspect.getdoc(cls).split("Attributes:", 1)[-1]
-    for line in section.splitlines():
-        head, sep, rest = line.strip().partition(": ")
-        if sep and line.startswith("    ") and not line.startswith("        "):
-            name, docs[head] = head, rest
-        elif name and line.strip():
-            docs[name] += " " + line.strip()
-    return docs
-
-
 def _dagster_config_from(dc: type) -> type[Config]:
-    """A Dagster Config with the fields, types and defaults of the ML dataclass `dc`.
+    """A Dagster Config with the fields, types, defaults, descriptions and bounds of the ML
+    dataclass `dc`.
 
     One definition of the training settings: the ML core's `TrainConfig` (which validates
     itself and runs without Dagster on a cluster node) is the source; this mirrors it for the
     launchpad and run config.
     """
     hints = typing.get_type_hints(dc)
-    docs = _attribute_docs(dc)
-    fields = {
-        f.name: (
+    fields = {}
+    for f in dataclasses.fields(dc):
+        bounds = field_range(f)
+        limits = {} if bounds is None else {"ge": bounds[0], "le": bounds[1]}
+        fields[f.name] = (
             hints[f.name],
-            Field(default=f.default, description=docs.get(f.name), **bound(f.name)),
+            Field(default=f.default, description=field_doc(f), **limits),
         )
-        for f in dataclasses.fields(dc)
-    }
     return create_model("TrainedModelConfig", __base__=Config, **fields)
-
-
-def bound(name: str) -> dict[str, float]:
-    """pydantic bounds of a TrainConfig field (`RANGES`), so the launchpad's schema shows them."""
-    if name not in RANGES:
-        return {}
-    low, high = RANGES[name]
-    return {"ge": low, "le": high}
 
 
 TrainedModelConfig = _dagster_config_from(TrainConfig)

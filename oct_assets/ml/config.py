@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ARCHITECTURES = ("compact", "seed")
@@ -12,25 +12,30 @@ DEVICES = ("auto", "cpu", "cuda")
 FITS = ("crop", "resize", "band")
 
 
-# Inclusive bounds of the numeric settings: beyond them a run is a mistake (1e9 epochs, a
-# 100,000 px input that exhausts memory after minutes), refused naming the field.
-RANGES: dict[str, tuple[float, float]] = {
-    "epochs": (1, 10_000),
-    "image_size": (1, 1024),  # the net names its own minimum (depends on blocks)
-    "batch_size": (1, 4096),
-    "width": (1, 256),
-    "blocks": (1, 8),
-    "patience": (0, 10_000),
-    "decode_workers": (0, 1024),
-    "threads": (0, 1024),
-    "seed": (0, 2**32 - 1),
-    "pool_power": (1, 64),
-    "learning_rate": (0, 10),
-    "weight_decay": (0, 10),
-    "val_fraction": (0, 1),
-    "label_smoothing": (0, 1),
-    "dropout": (0, 1),
-}
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A TrainConfig field with its description and its valid values, declared together.
+
+    The bounds are inclusive: beyond them a run is a mistake (1e9 epochs, a 100,000 px input
+    that exhausts memory after minutes) and is refused naming the field. The Dagster config of
+    `trained_model` is built from the same metadata (`field_doc`, `field_range`).
+    """
+    meta = {"doc": doc, "range": None if low is None else (low, high), "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+def field_doc(f: dataclasses.Field) -> str:
+    return f.metadata.get("doc", "")
+
+
+def field_range(f: dataclasses.Field) -> tuple[float, float] | None:
+    return f.metadata.get("range")
 
 
 @dataclass(frozen=True)
@@ -38,62 +43,106 @@ class TrainConfig:
     """Everything that changes the trained weights, so it can be hashed into an asset's salt.
 
     Defaults make the synthetic demo fast (well under 30 s on 2 CPU cores for ~200 images);
-    see `REAL_DATA_DEFAULTS` for the recipe used on real scans.
-
-    Attributes:
-        architecture: "compact" (grayscale CNN with GAP, the default) or "seed" (port of the
-            seed's Keras network, 3-channel input).
-        epochs: maximum number of epochs; early stopping may end sooner.
-        image_size: square network input side in pixels (the decode cache is keyed by it).
-        batch_size: images per optimiser step over all data-parallel ranks together (the
-            global batch; each of N torchrun ranks takes batch_size / N of it), so a recipe
-            means the same at any world size; it must be a multiple of the world size.
-        learning_rate: peak learning rate (linear warm-up, then cosine decay).
-        seed: seeds weights, the validation split, shuffling and augmentation.
-        device: "auto" picks CUDA when available, else CPU with every core.
-        amp: on CUDA, mixed precision (fp16 autocast with gradient scaling); CPU always
-            trains in float32, whatever this says.
-        weight_decay: AdamW decoupled weight decay.
-        val_fraction: share of train images (whole patients) held out for early stopping;
-            0 disables validation and keeps the last epoch.
-        patience: epochs without a better validation score before stopping; 0 never stops.
-        label_smoothing: cross-entropy label smoothing.
-        width: channel count of the compact net's first block (doubles per block, capped at 8x).
-        blocks: number of conv blocks of the compact net (each halves the resolution).
-        dropout: dropout before the classifier.
-        pool_power: exponent of the compact net's generalised-mean pooling: 1 is global
-            average pooling; larger values lean toward the maximum, so a single small lesion
-            (a cyst, a druse) is not averaged away.
-        fit: how a scan becomes the square input: "resize" squeezes the whole scan, "crop"
-            keeps the central square (pathology sits centrally), "band" keeps the central
-            square's width but only the band of rows holding the retina.
-        augment: enable flips, small shifts/zooms/rotations and brightness/contrast jitter.
-        tta_flip: average predictions over the image and its horizontal mirror.
-        decode_workers: processes for filling the decode cache; 0 means one per core.
-        threads: torch CPU threads per process; 0 shares the usable cores among a node's ranks.
+    see `REAL_DATA_DEFAULTS` for the recipe used on real scans. Each field says what it means
+    and which values it takes (`setting`).
     """
 
-    architecture: str = "compact"
-    epochs: int = 12
-    image_size: int = 64
-    batch_size: int = 32
-    learning_rate: float = 3e-3
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.15
-    patience: int = 0
-    label_smoothing: float = 0.05
-    width: int = 16
-    blocks: int = 4
-    dropout: float = 0.1
-    pool_power: float = 1.0
-    fit: str = "resize"
-    augment: bool = True
-    tta_flip: bool = False
-    decode_workers: int = 0
-    threads: int = 0
+    architecture: str = setting(
+        "compact",
+        '"compact" (grayscale CNN with GAP, the default) or "seed" (port of the seed\'s Keras '
+        "network, 3-channel input).",
+        choices=ARCHITECTURES,
+    )
+    epochs: int = setting(
+        12, "maximum number of epochs; early stopping may end sooner.", low=1, high=10_000
+    )
+    image_size: int = setting(
+        64,
+        "square network input side in pixels (the decode cache is keyed by it).",
+        low=1,
+        high=1024,
+    )
+    batch_size: int = setting(
+        32,
+        "images per optimiser step over all data-parallel ranks together (the global batch; "
+        "each of N torchrun ranks takes batch_size / N of it), so a recipe means the same at "
+        "any world size; it must be a multiple of the world size.",
+        low=1,
+        high=4096,
+    )
+    learning_rate: float = setting(
+        3e-3, "peak learning rate (linear warm-up, then cosine decay).", low=0, high=10
+    )
+    seed: int = setting(
+        0,
+        "seeds weights, the validation split, shuffling and augmentation.",
+        low=0,
+        high=2**32 - 1,
+    )
+    device: str = setting(
+        "auto", '"auto" picks CUDA when available, else CPU with every core.', choices=DEVICES
+    )
+    amp: bool = setting(
+        True,
+        "on CUDA, mixed precision (fp16 autocast with gradient scaling); CPU always trains in "
+        "float32, whatever this says.",
+    )
+    weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.", low=0, high=10)
+    val_fraction: float = setting(
+        0.15,
+        "share of train images (whole patients) held out for early stopping; 0 disables "
+        "validation and keeps the last epoch.",
+        low=0,
+        high=1,
+    )
+    patience: int = setting(
+        0,
+        "epochs without a better validation score before stopping; 0 never stops.",
+        low=0,
+        high=10_000,
+    )
+    label_smoothing: float = setting(0.05, "cross-entropy label smoothing.", low=0, high=1)
+    width: int = setting(
+        16,
+        "channel count of the compact net's first block (doubles per block, capped at 8x).",
+        low=1,
+        high=256,
+    )
+    blocks: int = setting(
+        4,
+        "number of conv blocks of the compact net (each halves the resolution).",
+        low=1,
+        high=8,
+    )
+    dropout: float = setting(0.1, "dropout before the classifier.", low=0, high=1)
+    pool_power: float = setting(
+        1.0,
+        "exponent of the compact net's generalised-mean pooling: 1 is global average pooling; "
+        "larger values lean toward the maximum, so a single small lesion (a cyst, a druse) is "
+        "not averaged away.",
+        low=1,
+        high=64,
+    )
+    fit: str = setting(
+        "resize",
+        'how a scan becomes the square input: "resize" squeezes the whole scan, "crop" keeps '
+        'the central square (pathology sits centrally), "band" keeps the central square\'s '
+        "width but only the band of rows holding the retina.",
+        choices=FITS,
+    )
+    augment: bool = setting(
+        True, "enable flips, small shifts/zooms/rotations and brightness/contrast jitter."
+    )
+    tta_flip: bool = setting(False, "average predictions over the image and its horizontal mirror.")
+    decode_workers: int = setting(
+        0, "processes for filling the decode cache; 0 means one per core.", low=0, high=1024
+    )
+    threads: int = setting(
+        0,
+        "torch CPU threads per process; 0 shares the usable cores among a node's ranks.",
+        low=0,
+        high=1024,
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -102,19 +151,23 @@ class TrainConfig:
             # bool is an int subclass: reject it where a number is expected, and vice versa.
             if isinstance(value, bool) != (f.type == "bool") or not isinstance(value, expected):
                 raise ValueError(f"TrainConfig.{f.name} must be {f.type}, got {value!r}")
-        _choice("architecture", self.architecture, ARCHITECTURES)
-        _choice("device", self.device, DEVICES)
-        _choice("fit", self.fit, FITS)
-        for name, (low, high) in RANGES.items():
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                raise ValueError(f"TrainConfig.{name} must be a finite number, got {value!r}")
-            if not low <= value <= high:
-                raise ValueError(f"TrainConfig.{name} must be in [{low}, {high}], got {value!r}")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ValueError(
+                    f"TrainConfig.{f.name} must be one of {', '.join(choices)}; got {value!r}"
+                )
+            bounds = field_range(f)
+            if bounds is not None:
+                if not math.isfinite(value):
+                    raise ValueError(f"TrainConfig.{f.name} must be a finite number, got {value!r}")
+                if not bounds[0] <= value <= bounds[1]:
+                    raise ValueError(
+                        f"TrainConfig.{f.name} must be in [{bounds[0]}, {bounds[1]}], got {value!r}"
+                    )
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
         for name in ("val_fraction", "label_smoothing", "dropout"):
-            if not 0 <= getattr(self, name) < 1:
+            if not getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,11 +188,6 @@ class TrainConfig:
             if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
                 values[f.name] = float(value)
         return cls(**values)
-
-
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"TrainConfig.{name} must be one of {', '.join(valid)}; got {value!r}")
 
 
 # Recipe for real OCT2017 scans: a retina-centred band at 192 px, a 6-stage compact net with
