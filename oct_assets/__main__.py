@@ -1,104 +1,21 @@
-"""`python -m oct_assets [--config RUN_CONFIG.yaml]`: materialise the whole local graph, then
-say what it got and where. `python -m oct_assets champion | predict SCAN...`: see `commands`.
+"""`python -m oct_assets [--config RUN_CONFIG.yaml]` runs the local graph (`cli/run.py`);
+`python -m oct_assets champion | predict SCAN...` are desk commands (`cli/desk.py`) that start
+no Dagster run and import no Dagster."""
 
-Uses the persistent instance when `DAGSTER_HOME` is set (so the UI shows the run), else an
-ephemeral one; either way outputs land in `$OCT_DATA_DIR` and later runs reuse them. The
-terminal shows one line per step and the training progress; the full Dagster log goes to a
-file under `$OCT_DATA_DIR/logs/`, whose path is printed.
-"""
-
-import argparse
-import json
-import logging
-import os
 import sys
-import time
-import warnings
-from pathlib import Path
 
-import yaml
-from dagster import DagsterInstance
-
-from oct_assets import commands
-from oct_assets.assets.graph import LOCAL_GRAPH
-from oct_assets.assets.images import ReducedSampleConfig
-from oct_assets.assets.metadata import SYNTHETIC_WARNING
-from oct_assets.assets.model import TrainedModelConfig
-from oct_assets.assets.predictions import predictions
-from oct_assets.definitions import LOCAL_GRAPH_JOB, defs
-from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.formats import METRICS_JSON
-from oct_assets.paths import data_dir, images_dir
-from oct_assets.run_log import LOGGERS
-from oct_assets.store.salt import read_manifest
-
-
-def check_settings(run_config: dict | None) -> None:
-    """Refuse out-of-range settings at launch, naming the field, before any step runs."""
-    ops = (run_config or {}).get("ops") or {}
-    sample = (ops.get("reduced_sample") or {}).get("config") or {}
-    train = (ops.get("trained_model") or {}).get("config") or {}
-    ReducedSampleConfig(**sample)
-    TrainConfig.from_dict(TrainedModelConfig(**train).model_dump())
+from oct_assets.cli.desk import COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in commands.COMMANDS:  # champion, predict: no Dagster run
-        return commands.main(argv)
-    parser = argparse.ArgumentParser(prog="python -m oct_assets", description=__doc__)
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="run config YAML, e.g. oct_assets/presets/real_data.yaml for real scans",
-    )
-    args = parser.parse_args(argv)
-    run_config = yaml.safe_load(args.config.read_text()) if args.config else None
-    try:
-        images = images_dir()
-        check_settings(run_config)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        print(f"oct_assets: {exc}", file=sys.stderr)
-        return 2
-    log_file = data_dir() / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    print(f"oct_assets: images {images}; full log in {log_file}", file=sys.stderr)
-    logging.captureWarnings(True)  # Dagster's Python warnings go to the file, not the terminal
-    logging.getLogger("py.warnings").addHandler(logging.FileHandler(log_file))
-    logging.getLogger("py.warnings").propagate = False
-    warnings.simplefilter("default")
-    os.environ.setdefault("OCT_TRAIN_LOG_LEVEL", "WARNING")  # the trainer's progress: via Pipes
-    instance = (
-        DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    )
-    job = defs.resolve_job_def(LOCAL_GRAPH_JOB).with_logger_defs(LOGGERS)
-    loggers = {"steps": {}, "file": {"config": {"path": str(log_file)}}}
-    run_config = {**(run_config or {}), "loggers": loggers}
-    result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
-    if not result.success:
-        print(f"\noct_assets: the run failed; the full log is {log_file}", file=sys.stderr)
-        return 1
-    print_summary(result, log_file)
-    return 0
+    if argv[:1] and argv[0] in COMMANDS:
+        from oct_assets.cli.desk import main as desk
 
+        return desk(argv)
+    from oct_assets.cli.run import main as run
 
-def print_summary(result, log_file: Path) -> None:
-    """The results table; says so loudly when they come from synthetic data."""
-    raw = result.output_for_node("raw_oct_images")
-    synthetic = bool(read_manifest(raw.path).get("synthetic"))
-    print("\n== oct_assets: results ==")
-    if synthetic:
-        print(f"!! {SYNTHETIC_WARNING}: the accuracy below says nothing about real scans !!")
-    print(f"images:      {images_dir()}{' (SYNTHETIC)' if synthetic else ''}")
-    for asset in LOCAL_GRAPH:
-        name = asset.key.to_user_string()
-        print(f"{name + ':':<16}{result.output_for_node(name).path}")
-    scored = result.output_for_node(predictions.key.to_user_string())
-    metrics = json.loads((scored.path / METRICS_JSON).read_text())
-    data = " (SYNTHETIC data)" if synthetic else ""
-    print(f"test accuracy: {metrics['accuracy']:.4f} on {metrics['n_images']} images{data}")
-    print(f"all outputs under {data_dir()}")
-    print(f"full log: {log_file}")
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The desk commands, no Dagster: `python -m oct_assets champion` and
+"""The desk commands, no Dagster (not even imported): `python -m oct_assets champion` and
 `python -m oct_assets predict SCAN [SCAN ...] [--cam OUT.png]`.
 
 Both read the current champion from `$OCT_DATA_DIR/champion_model/current.json` (written when
