@@ -32,8 +32,8 @@ from oct_assets.ml.config import TrainConfig, real_data_config
 from oct_assets.ml.data import read_sample
 from oct_assets.ml.decode import decode_rgb_float
 from oct_assets.ml.distributed import resolve_device
-from oct_assets.ml.loop import deterministic_torch
 from oct_assets.ml.nets import build_net, to_input
+from oct_assets.ml.runtime import deterministic_torch
 from oct_assets.ml.train import train
 from oct_assets_tests.fixtures_ml import bench_source, resample
 

@@ -23,8 +23,8 @@ from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import read_sample
 from oct_assets.ml.formats import MODEL_JSON
-from oct_assets.ml.loop import BatchReader, predict_logits
 from oct_assets.ml.predict import load_model
+from oct_assets.ml.runtime import BatchReader, predict_logits
 
 EXTRA_MODEL_JSON = "model.json"  # the extra file inside model.ts
 

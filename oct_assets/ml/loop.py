@@ -12,10 +12,8 @@ import io
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,76 +24,22 @@ from torch import Tensor, nn
 
 from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.augment import augment
-from oct_assets.ml.cache import DecodedImages, decoded_images, usable_cpus
+from oct_assets.ml.cache import decoded_images, usable_cpus
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
-from oct_assets.ml.distributed import (
-    Placement,
-    placement,
-    process_group,
-    resolve_device,  # noqa: F401 (predict imports it here)
-)
+from oct_assets.ml.distributed import Placement, placement, process_group
 from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT
-from oct_assets.ml.nets import build_net, min_image_size, to_input
+from oct_assets.ml.nets import build_net, min_image_size
+from oct_assets.ml.runtime import (
+    BatchReader,
+    autocast,
+    deterministic_torch,
+    predict_logits,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def deterministic_torch(seed: int, threads: int, device: torch.device) -> Iterator[None]:
-    """Seed torch and fix the thread count (restored afterwards); on CUDA, also force
-    deterministic kernels.
-
-    The thread count is part of determinism: CPU reductions may split work differently.
-    The CPU kernels used here are deterministic already, and the first
-    `use_deterministic_algorithms` call costs ~1.6 s of imports, so it is CUDA-only.
-    """
-    saved = (torch.get_num_threads(), None)
-    torch.set_num_threads(threads or usable_cpus())
-    if device.type == "cuda":
-        saved = (saved[0], torch.are_deterministic_algorithms_enabled())
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved[0])
-        if saved[1] is not None:
-            torch.use_deterministic_algorithms(saved[1])
-
-
-class BatchReader:
-    """Loads a batch of sample rows from the decode cache as a network input tensor."""
-
-    def __init__(self, sample: Sample, images: DecodedImages, size: int, channels: int):
-        self.sample, self.images, self.size, self.channels = sample, images, size, channels
-
-    def __call__(self, rows: np.ndarray) -> Tensor:
-        return to_input(torch.from_numpy(self.images.read(rows)), self.channels)
-
-
-def predict_logits(
-    net: nn.Module,
-    reader: BatchReader,
-    rows: np.ndarray,
-    device: torch.device,
-    batch_size: int,
-    tta_flip: bool,
-    amp: bool = True,
-) -> Tensor:
-    """Eval-mode logits for rows (in the given order), optionally averaged with the mirror."""
-    net.eval()
-    out = []
-    with torch.inference_mode(), _autocast(device, amp):
-        for start in range(0, len(rows), batch_size):
-            x = _to_device(reader(rows[start : start + batch_size]), device)
-            logits = net(x).float()
-            if tta_flip:
-                logits = (logits + net(x.flip(-1)).float()) / 2
-            out.append(logits.cpu())
-    return torch.cat(out) if out else torch.empty(0)
 
 
 def train_model(
@@ -256,8 +200,8 @@ def _fit(
             x = reader(rows).to(device, non_blocking=True)
             if config.augment:
                 x = augment(x, gen)  # on the device; its random draws stay on the CPU
-            x, y = _to_device(x, device), labels[rows].to(device)
-            with _autocast(device, amp):
+            x, y = to_device(x, device), labels[rows].to(device)
+            with autocast(device, amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -339,15 +283,6 @@ def warmup_cosine(total_steps: int, warmup: float = 0.15) -> Callable[[int], flo
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor
-
-
-def _to_device(x: Tensor, device: torch.device) -> Tensor:
-    return x.to(device, non_blocking=True, memory_format=torch.channels_last)
-
-
-def _autocast(device: torch.device, amp: bool):
-    """fp16 autocast on CUDA when `amp` (TrainConfig.amp); CPU always runs in float32."""
-    return torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
 def _save_state_dict(state: dict[str, Tensor], path: Path) -> None:

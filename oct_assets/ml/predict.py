@@ -18,6 +18,7 @@ from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
+from oct_assets.ml.distributed import resolve_device
 from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.formats import (
     CAM_GRID_PNG,
@@ -27,9 +28,9 @@ from oct_assets.ml.formats import (
     MODEL_PT,
     PREDICTIONS_CSV,
 )
-from oct_assets.ml.loop import BatchReader, deterministic_torch, predict_logits, resolve_device
 from oct_assets.ml.nets import build_net, to_input
 from oct_assets.ml.plots import cam_grid_png, confusion_matrix_png
+from oct_assets.ml.runtime import BatchReader, deterministic_torch, predict_logits
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.decode import decode_gray
 from oct_assets.ml.errors import ImageDecodeError
-from oct_assets.ml.loop import predict_logits
 from oct_assets.ml.nets import to_input
 from oct_assets.ml.plots import _font, overlay
 from oct_assets.ml.predict import class_activation_maps, load_model
+from oct_assets.ml.runtime import predict_logits
 
 log = logging.getLogger(__name__)
 
