@@ -327,6 +327,16 @@ class SlurmCluster:
             _stop(proc)
 
 
+def _checked(what: str, args: list, **kwargs) -> None:
+    """Run a set-up command; a failure is a ServiceStartError carrying its output."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceStartError(f"{what} timed out after {exc.timeout}s") from exc
+    if done.returncode != 0:
+        raise ServiceStartError(f"{what} exited with {done.returncode}: {done.stderr[-2000:]}")
+
+
 # A throwaway database: durability (fsync, doublewrite) costs start-up time and buys nothing.
 _THROWAWAY_DB = (
     "--innodb-flush-log-at-trx-commit=0",
@@ -344,7 +354,8 @@ def _start_mariadb(db_dir: Path, spawn, *, password: str) -> int:
     """
     db_dir.mkdir(parents=True, exist_ok=True)
     data, sock, log = db_dir / "data", db_dir / "mariadb.sock", db_dir / "mariadb.log"
-    subprocess.run(
+    _checked(
+        "mariadb-install-db",
         [
             "mariadb-install-db",
             "--no-defaults",
@@ -355,8 +366,6 @@ def _start_mariadb(db_dir: Path, spawn, *, password: str) -> int:
             "--auth-root-authentication-method=socket",
             *_THROWAWAY_DB,
         ],
-        check=True,
-        capture_output=True,
         timeout=120,
     )
     port = free_port()
@@ -395,12 +404,10 @@ def _start_mariadb(db_dir: Path, spawn, *, password: str) -> int:
         f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}';\n"
         "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';\n"
     )
-    subprocess.run(
+    _checked(
+        "mariadb (create the slurm user)",
         ["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root"],
         input=grant,
-        text=True,
-        check=True,
-        capture_output=True,
         timeout=30,
     )
     return port
