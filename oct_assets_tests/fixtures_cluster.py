@@ -6,6 +6,11 @@ in one private temp folder: sshd_config, host/user keys, munge key and socket, s
 state and logs. Nothing under /etc is written; `SLURM_CONF` reaches SSH sessions through
 sshd's `SetEnv`. Daemons run in the foreground as our children and are stopped at teardown.
 
+`start_slurm(..., accounting=True)` also starts a private MariaDB (own datadir and socket, TCP on
+a free loopback port) and a private slurmdbd, so that `sacct` answers from real job records
+(`accounting_cluster` fixture); the shared `slurm_cluster` keeps no accounting, like many small
+clusters, so the `scontrol` fallback is exercised for real too.
+
 Missing binaries or a non-root user skip the tests, unless `OCT_REQUIRE_CLUSTER_TESTS=1`, which
 turns every unavailable service or failed start into a test failure.
 """
@@ -36,8 +41,12 @@ SSHD = "/usr/sbin/sshd"
 MUNGED = "/usr/sbin/munged"
 SLURMCTLD = "/usr/sbin/slurmctld"
 SLURMD = "/usr/sbin/slurmd"
+SLURMDBD = "/usr/sbin/slurmdbd"
+MARIADBD = "/usr/sbin/mariadbd"
 SSH_TOOLS = ("ssh-keygen", "useradd", "userdel", "chpasswd")
 SLURM_TOOLS = ("mungekey", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
+ACCOUNTING_TOOLS = ("mariadb-install-db", "mariadb", "sacct", "sacctmgr")
+CLUSTER_NAME = "octtest"
 TEST_USER_PREFIX = "octt-"
 
 
@@ -51,13 +60,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def missing_prerequisites(*, slurm: bool) -> list[str]:
+def missing_prerequisites(*, slurm: bool, accounting: bool = False) -> list[str]:
     """What this machine lacks to run the services (empty when everything is there)."""
     missing = [b for b in (SSHD,) if not os.access(b, os.X_OK)]
     missing += [t for t in SSH_TOOLS if shutil.which(t) is None]
     if slurm:
         missing += [b for b in (MUNGED, SLURMCTLD, SLURMD) if not os.access(b, os.X_OK)]
         missing += [t for t in SLURM_TOOLS if shutil.which(t) is None]
+    if accounting:
+        missing += [b for b in (SLURMDBD, MARIADBD) if not os.access(b, os.X_OK)]
+        missing += [t for t in ACCOUNTING_TOOLS if shutil.which(t) is None]
     if os.geteuid() != 0:
         missing.append("root (sshd and slurmd must run as root)")
     return missing
@@ -315,8 +327,100 @@ class SlurmCluster:
             _stop(proc)
 
 
-def start_slurm(root: Path) -> SlurmCluster:
-    """Start munged, slurmctld and slurmd with private paths and ports on 127.0.0.1."""
+def _checked(what: str, args: list, **kwargs) -> None:
+    """Run a set-up command; a failure is a ServiceStartError carrying its output."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceStartError(f"{what} timed out after {exc.timeout}s") from exc
+    if done.returncode != 0:
+        raise ServiceStartError(f"{what} exited with {done.returncode}: {done.stderr[-2000:]}")
+
+
+# A throwaway database: durability (fsync, doublewrite) costs start-up time and buys nothing.
+_THROWAWAY_DB = (
+    "--innodb-flush-log-at-trx-commit=0",
+    "--innodb-doublewrite=0",
+    "--innodb-flush-method=nosync",
+    "--innodb-buffer-pool-size=64M",
+)
+
+
+def _start_mariadb(db_dir: Path, spawn, *, password: str) -> int:
+    """A private MariaDB for slurmdbd: own datadir and socket, TCP on a free loopback port.
+
+    Returns the port. The `slurm` SQL user (password from stdin, never on a command line) may
+    connect over TCP from 127.0.0.1 only; root logs in through the private socket.
+    """
+    db_dir.mkdir(parents=True, exist_ok=True)
+    data, sock, log = db_dir / "data", db_dir / "mariadb.sock", db_dir / "mariadb.log"
+    _checked(
+        "mariadb-install-db",
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={data}",
+            "--user=root",
+            "--skip-test-db",
+            "--skip-name-resolve",
+            "--auth-root-authentication-method=socket",
+            *_THROWAWAY_DB,
+        ],
+        timeout=120,
+    )
+    port = free_port()
+    server = spawn(
+        [
+            MARIADBD,
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--socket={sock}",
+            f"--pid-file={db_dir / 'mariadb.pid'}",
+            f"--log-error={log}",
+            f"--tmpdir={db_dir}",
+            "--bind-address=127.0.0.1",
+            f"--port={port}",
+            "--user=root",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-lock-wait-timeout=900",  # slurmdbd's recommendation
+            *_THROWAWAY_DB,
+        ],
+        db_dir / "mariadb.out",
+    )
+
+    def accepts() -> bool:
+        return (
+            subprocess.run(
+                ["mariadb-admin", "--no-defaults", f"--socket={sock}", "-u", "root", "ping"],
+                capture_output=True,
+                timeout=10,
+            ).returncode
+            == 0
+        )
+
+    _wait_for("mariadb", accepts, 30, log, server)
+    grant = (
+        f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}';\n"
+        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';\n"
+    )
+    _checked(
+        "mariadb (create the slurm user)",
+        ["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root"],
+        input=grant,
+        timeout=30,
+    )
+    return port
+
+
+def start_slurm(root: Path, *, accounting: bool = False) -> SlurmCluster:
+    """Start munged, slurmctld and slurmd with private paths and ports on 127.0.0.1.
+
+    With `accounting`, also a private MariaDB and slurmdbd (started before slurmctld, which
+    then records every job there), the cluster registered with `sacctmgr`, and task statistics
+    gathered every second (`jobacct_gather/linux`) so that TotalCPU and MaxRSS are real.
+    Enforcement stays off: jobs of users without an association are recorded all the same.
+    """
     munge_dir, slurm_dir = root / "munge", root / "slurm"
     for folder in (root, munge_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -327,6 +431,7 @@ def start_slurm(root: Path) -> SlurmCluster:
     subprocess.run(["mungekey", "--create", "--keyfile", key], check=True, capture_output=True)
     socket_path = munge_dir / "munge.sock"
     processes: list[subprocess.Popen] = []
+    conf = slurm_dir / "slurm.conf"
 
     def spawn(args: list, log: Path) -> subprocess.Popen:
         out = open(log, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -338,6 +443,7 @@ def start_slurm(root: Path) -> SlurmCluster:
                 stderr=out,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                env={**os.environ, "SLURM_CONF": str(conf)},
             )
         finally:
             out.close()
@@ -363,11 +469,26 @@ def start_slurm(root: Path) -> SlurmCluster:
 
         hostname = socket.gethostname().split(".")[0]
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-        conf = slurm_dir / "slurm.conf"
+        dbd_port = free_port() if accounting else None
+        if accounting:
+            storage = [
+                "AccountingStorageType=accounting_storage/slurmdbd",
+                "AccountingStorageHost=127.0.0.1",
+                f"AccountingStoragePort={dbd_port}",
+                # For slurmdbd connections this names the munge socket (AuthInfo is not used).
+                f"AccountingStoragePass={socket_path}",
+                "JobAcctGatherType=jobacct_gather/linux",
+                "JobAcctGatherFrequency=task=1",
+            ]
+        else:
+            storage = [
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+            ]
         conf.write_text(
             "\n".join(
                 [
-                    "ClusterName=octtest",
+                    f"ClusterName={CLUSTER_NAME}",
                     f"SlurmctldHost={hostname}(127.0.0.1)",
                     f"SlurmctldPort={free_port()}",
                     f"SlurmdPort={free_port()}",
@@ -383,8 +504,7 @@ def start_slurm(root: Path) -> SlurmCluster:
                     "SlurmUser=root",
                     "SlurmdUser=root",
                     "MpiDefault=none",
-                    "JobAcctGatherType=jobacct_gather/none",
-                    "AccountingStorageType=accounting_storage/none",
+                    *storage,
                     f"StateSaveLocation={slurm_dir / 'state'}",
                     f"SlurmdSpoolDir={slurm_dir / 'spool'}",
                     f"SlurmctldPidFile={slurm_dir / 'slurmctld.pid'}",
@@ -400,6 +520,8 @@ def start_slurm(root: Path) -> SlurmCluster:
             + "\n"
         )
         cluster = SlurmCluster(root, conf, processes)
+        if accounting:
+            _start_slurmdbd(cluster, spawn, hostname, socket_path, dbd_port)
         ctld_log = slurm_dir / "log" / "slurmctld.log"
         ctld = spawn([SLURMCTLD, "-D", "-f", conf], slurm_dir / "log" / "slurmctld.out")
         _wait_for(
@@ -420,6 +542,50 @@ def start_slurm(root: Path) -> SlurmCluster:
             _stop(proc)
         raise
     return cluster
+
+
+def _start_slurmdbd(
+    cluster: SlurmCluster, spawn, hostname: str, munge_socket: Path, port: int
+) -> None:
+    """MariaDB, then slurmdbd (its conf beside slurm.conf, mode 600), then the cluster's row."""
+    slurm_dir = cluster.conf.parent
+    password = secrets.token_urlsafe(18)
+    db_port = _start_mariadb(cluster.root / "mariadb", spawn, password=password)
+    dbd_conf = slurm_dir / "slurmdbd.conf"  # slurmdbd reads it from SLURM_CONF's folder
+    dbd_conf.touch(mode=0o600)
+    dbd_conf.chmod(0o600)  # it holds the database password; slurmdbd insists on 600
+    log = slurm_dir / "log" / "slurmdbd.log"
+    dbd_conf.write_text(
+        "\n".join(
+            [
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={munge_socket}",
+                f"DbdHost={hostname}",
+                "DbdAddr=127.0.0.1",
+                f"DbdPort={port}",
+                "SlurmUser=root",
+                f"LogFile={log}",
+                f"PidFile={slurm_dir / 'slurmdbd.pid'}",
+                "StorageType=accounting_storage/mysql",
+                "StorageHost=127.0.0.1",
+                f"StoragePort={db_port}",
+                "StorageUser=slurm",
+                f"StoragePass={password}",
+                "StorageLoc=slurm_acct_db",
+            ]
+        )
+        + "\n"
+    )
+    dbd = spawn([SLURMDBD, "-D"], slurm_dir / "log" / "slurmdbd.out")
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    _wait_for("slurmdbd", listening, 30, log, dbd)
+    added = cluster.command("sacctmgr", "-i", "add", "cluster", CLUSTER_NAME)
+    if added.returncode != 0:
+        raise ServiceStartError(f"sacctmgr add cluster: {added.stdout}{added.stderr}{_read(log)}")
 
 
 # -- pytest wrappers --------------------------------------------------------------------------
@@ -463,6 +629,38 @@ def slurm_cluster(cluster_root: Path, sshd_server: SshServer) -> Iterator[SlurmC
         _unavailable(f"could not start Slurm: {exc}")
     yield cluster
     cluster.stop()
+
+
+@dataclass
+class AccountingCluster:
+    """A Slurm cluster that keeps accounting (MariaDB + slurmdbd), with its own sshd."""
+
+    sshd: SshServer
+    slurm: SlurmCluster
+    startup_s: float
+
+
+@pytest.fixture(scope="session")
+def accounting_cluster() -> Iterator[AccountingCluster]:
+    """A second, separate cluster: the shared `slurm_cluster` stays without accounting."""
+    missing = missing_prerequisites(slurm=True, accounting=True)
+    if missing:
+        _unavailable("Slurm accounting tests need: " + ", ".join(missing))
+    root = Path(tempfile.mkdtemp(prefix="oct-acct-"))
+    started = time.monotonic()
+    server = cluster = None
+    try:
+        server = start_sshd(root / "sshd", slurm_conf=root / "slurm" / "slurm.conf")
+        cluster = start_slurm(root, accounting=True)
+    except (ServiceStartError, subprocess.CalledProcessError, OSError) as exc:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        _unavailable(f"could not start Slurm with accounting: {exc}")
+    yield AccountingCluster(server, cluster, time.monotonic() - started)
+    cluster.stop()
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,19 +4,35 @@
 from __future__ import annotations
 
 import re
+import time
 
 from oct_assets.cluster.slurm import RemoteShell
 
 SACCT_FIELDS = "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS,NNodes,AllocCPUS,AllocTRES"
+# States after which a job's (or step's) accounting record still changes.
+_UNSETTLED = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "COMPLETING"}
 _SIZE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def job_usage(shell: RemoteShell, job_id: int) -> dict:
-    """Elapsed time, CPU efficiency, peak memory, node- and GPU-hours, state and exit code."""
-    result = shell.run(f"sacct -n -P -j {int(job_id)} -o {SACCT_FIELDS}")
-    rows = [line.split("|") for line in result.stdout.splitlines() if line.strip()]
-    if result.ok and rows:
-        return _from_sacct(job_id, rows)
+def job_usage(shell: RemoteShell, job_id: int, *, settle_s: float = 15.0) -> dict:
+    """Elapsed time, CPU efficiency, peak memory, node- and GPU-hours, state and exit code.
+
+    Call it once the job has ended. slurmctld hands the final record to slurmdbd
+    asynchronously, so `sacct` may still say RUNNING (and no CPU time) for a moment after
+    `scontrol` says COMPLETED: it is asked again for up to `settle_s` seconds.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        result = shell.run(f"sacct -n -P -j {int(job_id)} -o {SACCT_FIELDS}")
+        rows = [line.split("|") for line in result.stdout.splitlines() if line.strip()]
+        if not (result.ok and rows):
+            break
+        usage = _from_sacct(job_id, rows)
+        if usage["settled"] or time.monotonic() >= deadline:
+            if not usage.pop("settled"):
+                usage["why"] = f"sacct: record not final after {settle_s:g}s"
+            return usage
+        time.sleep(0.5)
     shown = shell.run(f"scontrol show job -o {int(job_id)}")
     if not shown.ok:
         return {"source": "none", "why": (result.stderr or shown.stderr).strip()[:300]}
@@ -80,7 +96,9 @@ def _from_sacct(job_id: int, rows: list[list[str]]) -> dict:
     usage["cpu_efficiency"] = (
         round(cpu_s / (elapsed * cpus), 4) if cpu_s and elapsed and cpus else None
     )
+    # MaxRSS is a step figure (the job row has none): the largest of the steps.
     usage["peak_memory_bytes"] = max(peaks) if peaks else None
+    usage["settled"] = not any(r["State"].split()[0] in _UNSETTLED for r in records if r["State"])
     return usage
 
 

@@ -20,7 +20,7 @@ from oct_assets.cluster.errors import (
 from oct_assets.cluster.ssh import SSHSession
 from oct_assets.cluster.training import launch, procs_per_node
 from oct_assets.cluster.types import CommandResult
-from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
+from oct_assets_tests.fixtures_cluster import AccountingCluster, SlurmCluster, SshServer
 
 POLL_S = 0.3
 
@@ -200,7 +200,7 @@ def test_submit_records_the_job_beside_its_folder(slurm: SSHSession) -> None:
 
 
 class _Shell:
-    """Answers sacct like a cluster with accounting (slurmdbd is not part of the test cluster)."""
+    """Answers sacct like a two-node GPU cluster (which the test cluster is not)."""
 
     def run(self, command: str, **kwargs) -> CommandResult:
         assert command.startswith("sacct ")
@@ -219,3 +219,66 @@ def test_usage_from_sacct() -> None:
     assert usage["node_hours"] == 2 and usage["gpu_hours"] == 4
     assert usage["cpu_efficiency"] == round(5400 / (3600 * 16), 4)
     assert usage["peak_memory_bytes"] == int(7.5 * 2**30)
+
+
+class _SettlingShell:
+    """sacct lags scontrol: the first answer still says RUNNING, with no CPU time yet."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, command: str, **kwargs) -> CommandResult:
+        self.calls += 1
+        state, cpu, rss = (
+            ("RUNNING", "00:00:00", "") if self.calls == 1 else ("COMPLETED", "00:00:09", "5M")
+        )
+        out = f"8|{state}|0:0|10|{cpu}||1|1|cpu=1,node=1\n8.batch|{state}|0:0|10|{cpu}|{rss}|1|1|\n"
+        return CommandResult(command, 0, out, "")
+
+
+def test_usage_waits_for_the_final_sacct_record() -> None:
+    shell = _SettlingShell()
+    usage = job_usage(shell, 8)
+    assert shell.calls == 2 and usage["state"] == "COMPLETED" and "why" not in usage
+    assert usage["cpu_efficiency"] == 0.9 and usage["peak_memory_bytes"] == 5 * 2**20
+    stuck = job_usage(_SettlingShell(), 8, settle_s=0)  # asked once: what sacct has, and why
+    assert stuck["state"] == "RUNNING" and "not final" in stuck["why"]
+
+
+@pytest.fixture
+def accounted(
+    accounting_cluster: AccountingCluster, no_cluster_env: pytest.MonkeyPatch
+) -> Iterator[SSHSession]:
+    """A session on the cluster that keeps accounting (MariaDB + slurmdbd)."""
+    with accounting_cluster.sshd.resource() as resource:
+        yield resource.session
+
+
+# Three seconds of pure-Python CPU work holding 50 MiB (bytes * n writes every page).
+BUSY = (
+    'python3 -c \'import time; b = b"x" * (50 << 20); end = time.time() + 3; '
+    "sum(1 for _ in iter(lambda: time.time() < end, False))'"
+)
+
+
+@pytest.mark.cluster
+def test_usage_from_real_sacct(accounted: SSHSession) -> None:
+    job = sl.submit(accounted, spec("accounted", BUSY))
+    status = sl.wait(accounted, job, poll_interval_s=POLL_S, timeout_s=120)
+    assert (status.state, status.exit_code) == ("COMPLETED", 0)
+    usage = job_usage(accounted, job.job_id)
+    assert usage["source"] == "sacct", usage
+    assert (usage["state"], usage["exit_code"]) == ("COMPLETED", 0), usage
+    assert usage["elapsed_s"] >= 2 and usage["nodes"] == 1 and usage["node_hours"] > 0, usage
+    assert 0 < usage["cpu_efficiency"] <= 1.5, usage  # TotalCPU over elapsed x AllocCPUS
+    assert usage["peak_memory_bytes"] >= 50 * 2**20, usage  # MaxRSS of the batch step
+    assert usage["gpus"] == 0 and usage["gpu_hours"] == 0 and "why" not in usage
+
+
+@pytest.mark.cluster
+def test_failed_job_usage_from_real_sacct(accounted: SSHSession) -> None:
+    job = sl.submit(accounted, spec("accounted-fails", "exit 3"))
+    with pytest.raises(SlurmJobFailedError):
+        sl.wait(accounted, job, poll_interval_s=POLL_S, timeout_s=120)
+    usage = job_usage(accounted, job.job_id)
+    assert (usage["source"], usage["state"], usage["exit_code"]) == ("sacct", "FAILED", 3), usage
