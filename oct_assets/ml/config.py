@@ -39,9 +39,10 @@ class TrainConfig:
         pool_power: exponent of the compact net's generalised-mean pooling: 1 is global
             average pooling; larger values lean toward the maximum, so a single small lesion
             (a cyst, a druse) is not averaged away.
-        fit: how a scan becomes the square input: "resize" squeezes the whole scan, "crop"
-            keeps the central square (pathology sits centrally), "band" keeps the central
-            square's width but only the band of rows holding the retina.
+        fit: how a scan becomes the square input: "resize" squeezes the whole scan, "band"
+            keeps the whole width but only the band of rows holding the retina (neither depends
+            on the scan's width), "crop" keeps the central square (width-dependent: for square
+            synthetic scans).
         augment: enable flips, small shifts/zooms/rotations and brightness/contrast jitter.
         tta_flip: average predictions over the image and its horizontal mirror.
         data_path: "cached" (decode once into a uint8 memmap) or "seed" (decode JPEG to RGB
