@@ -45,6 +45,9 @@ class TrainConfig:
             synthetic scans).
         augment: enable flips, small shifts/zooms/rotations and brightness/contrast jitter.
         tta_flip: average predictions over the image and its horizontal mirror.
+        cpu_bf16: train under bf16 autocast on the CPU (convolutions in bfloat16, ~1.5x
+            faster where the CPU has bf16 instructions; still deterministic). Prediction stays
+            fp32. CUDA always trains under fp16 autocast.
         data_path: "cached" (decode once into a uint8 memmap) or "seed" (decode JPEG to RGB
             float every epoch, like the seed; the benchmark baseline).
         decode_workers: processes for filling the decode cache; 0 means one per core.
@@ -69,6 +72,7 @@ class TrainConfig:
     fit: str = "resize"
     augment: bool = True
     tta_flip: bool = False
+    cpu_bf16: bool = False
     data_path: str = "cached"
     decode_workers: int = 0
     threads: int = 0

@@ -210,7 +210,7 @@ def _fit(
             if config.augment:
                 x = augment(x, gen)  # on the device; its random draws stay on the CPU
             x, y = _to_device(x, device), labels[rows].to(device)
-            with _autocast(device):
+            with _autocast(device, config.cpu_bf16):
                 logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
@@ -292,8 +292,12 @@ def _to_device(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device, non_blocking=True, memory_format=torch.channels_last)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, cpu_bf16: bool = False):
+    """fp16 autocast on CUDA; bf16 on the CPU only when asked (training only: inference
+    stays fp32)."""
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
+    return torch.autocast("cuda", dtype=torch.float16)
 
 
 def _save_state_dict(state: dict[str, Tensor], path: Path) -> None:
