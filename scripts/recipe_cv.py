@@ -18,16 +18,18 @@ import argparse
 import csv
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from oct_assets.dataset.layout import CLASSES, SPLITS
 from oct_assets.ml.config import real_data_config
-from oct_assets.ml.predict import evaluate
+from oct_assets.ml.predict import classification_metrics, evaluate, with_uncertainty
 from oct_assets.ml.train import train
 
 
@@ -79,14 +81,50 @@ def write_sample(dest: Path, images: Path, rows: list, splits: list[str]) -> Pat
     return dest
 
 
-def score(sample: Path, config: dict, work: Path) -> tuple[int, int, float]:
-    """Train on the sample's train split, predict its test split: (right, total, seconds)."""
+def score(sample: Path, config: dict, work: Path) -> tuple[dict, dict[str, np.ndarray], float]:
+    """Train on the sample's train split, predict its test split.
+
+    Returns (metrics, {file: class probabilities}, seconds).
+    """
     started = time.perf_counter()
     model = work / "model"
     train(sample, model, real_data_config(**config), cache_dir=work / "cache")
     metrics = evaluate(model, sample, work / "predictions", cache_dir=work / "cache")
-    n = metrics["n_images"]
-    return round(metrics["accuracy"] * n), n, time.perf_counter() - started
+    with open(work / "predictions" / "predictions.csv", newline="") as fh:
+        probs = {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in csv.DictReader(fh)}
+    return metrics, probs, time.perf_counter() - started
+
+
+def pooled_report(rows: list[tuple[str, str, str]], probs: dict[str, np.ndarray], images: Path):
+    """Pooled accuracy with its patient-bootstrap interval, per-patient accuracy, and accuracy
+    by scan width (the preset's input must not depend on it), as printable lines."""
+    true = np.array([CLASSES.index(label) for _, label, _ in rows])
+    p = np.stack([probs[rel] for rel, _, _ in rows])
+    patients = np.array([patient for _, _, patient in rows])
+    m = with_uncertainty(
+        classification_metrics(true, p.argmax(1), list(CLASSES)), true, p, patients
+    )
+    lines = [
+        f"accuracy {m['accuracy']:.4f} (95% CI {m['accuracy_ci95'][0]:.3f}-"
+        f"{m['accuracy_ci95'][1]:.3f}, bootstrap over {m['n_patients']} patients), "
+        f"per patient {m['patient_accuracy']:.4f}, macro ROC AUC {m['macro_roc_auc']:.4f}",
+        "recall " + ", ".join(f"{c} {m['per_class'][c]['recall']:.3f}" for c in CLASSES),
+        f"confusion (rows true {', '.join(CLASSES)}): {m['confusion_matrix']}",
+    ]
+    widths = np.array([_width(images / rel) for rel, _, _ in rows])
+    right = p.argmax(1) == true
+    lines.append(
+        "by width: "
+        + ", ".join(
+            f"{w} px {right[widths == w].sum()}/{(widths == w).sum()}" for w in np.unique(widths)
+        )
+    )
+    return lines
+
+
+def _width(path: Path) -> int:
+    with Image.open(path) as im:
+        return im.width
 
 
 def main() -> None:
@@ -96,7 +134,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--official", action="store_true", help="also score train -> test")
+    parser.add_argument("--log", action="store_true", help="log every training epoch")
     args = parser.parse_args()
+    if args.log:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     images, overrides = args.images.resolve(), json.loads(args.set)
     rows = list_images(images)
     folds = patient_folds(rows, args.folds)
@@ -105,19 +146,26 @@ def main() -> None:
         work = Path(tmp)
         for seed in [int(s) for s in args.seeds.split(",")]:
             config = {**overrides, "seed": seed}
-            right = total = 0
+            probs: dict[str, np.ndarray] = {}
             for k in range(args.folds):
                 splits = ["test" if f == k else "train" for f in folds]
                 sample = write_sample(work / f"s{seed}f{k}", images, rows, splits)
-                r, n, secs = score(sample, config, work / f"s{seed}f{k}-out")
-                right, total = right + r, total + n
-                print(f"seed {seed} fold {k}: {r}/{n} = {r / n:.4f} ({secs:.0f} s)", flush=True)
-            print(f"seed {seed} pooled: {right}/{total} = {right / total:.4f}", flush=True)
+                m, p, secs = score(sample, config, work / f"s{seed}f{k}-out")
+                probs.update(p)
+                print(f"seed {seed} fold {k}: {m['accuracy']:.4f} ({secs:.0f} s)", flush=True)
+            for line in pooled_report(rows, probs, images):
+                print(f"seed {seed} pooled: {line}", flush=True)
             if args.official:
                 splits = [rel.split("/", 1)[0] for rel, _, _ in rows]
                 sample = write_sample(work / f"s{seed}off", images, rows, splits)
-                r, n, secs = score(sample, config, work / f"s{seed}off-out")
-                print(f"seed {seed} official test: {r}/{n} = {r / n:.4f} ({secs:.0f} s)")
+                m, _, secs = score(sample, config, work / f"s{seed}off-out")
+                lo, hi = m["accuracy_ci95"]
+                print(
+                    f"seed {seed} official test: {m['accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f}), "
+                    f"per patient {m['patient_accuracy']:.4f}, {m['confusion_matrix']} "
+                    f"({secs:.0f} s)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,8 @@ from PIL import Image
 
 from oct_assets.ml.errors import ImageDecodeError
 
-DECODE_VERSION = 1  # part of the decode cache's key: bump when a decoded image changes
-BAND_HEIGHT = 0.65  # share of the central square kept by fit="band"
+DECODE_VERSION = 2  # part of the decode cache's key: bump when a decoded image changes
+BAND_HEIGHT = 0.65  # share of the scan's rows kept by fit="band"
 BAND_RPE_AT = 0.62  # where the brightest (RPE) rows land inside the band, from the top
 
 
@@ -18,12 +19,14 @@ def decode_gray(path: Path, size: int, fit: str) -> np.ndarray:
     """Decode one scan to a `size` x `size` uint8 grayscale array.
 
     JPEG draft mode lets libjpeg decode straight to grayscale at a reduced DCT scale (still
-    at least `size`), which is most of the speed-up over a full-resolution RGB decode.
-    See `fit_box` for the fits.
+    at least the rows and columns the fit needs), which is most of the speed-up over a
+    full-resolution RGB decode. See `fit_box` for the fits.
     """
     try:
         with Image.open(path) as im:
-            im.draft("L", (size, size))
+            # band keeps BAND_HEIGHT of the rows: ask for enough rows that it is not upscaled
+            rows = math.ceil(size / BAND_HEIGHT) if fit == "band" else size
+            im.draft("L", (size, rows))
             im = im.convert("L")  # forces the load: truncated files raise here
             im = im.resize((size, size), Image.Resampling.BILINEAR, box=fit_box(im, fit))
             return np.asarray(im, dtype=np.uint8)
@@ -44,23 +47,23 @@ def decode_rgb_float(path: Path, size: int) -> np.ndarray:
 def fit_box(im: Image.Image, fit: str) -> tuple[int, int, int, int]:
     """The region of a decoded scan that becomes the square network input.
 
-    "resize": the whole scan, squeezed. "crop": the central square (pathology sits
-    centrally; wide 768/1536-px scans lose their periphery). "band": the central square's
-    width but only the horizontal band holding the retina, so the same input size sees the
-    layers at ~1.5x the vertical resolution.
+    "resize": the whole scan, squeezed. "band": the whole width, but only the horizontal
+    band of rows holding the retina, so the same input size sees the layers at ~1.5x the
+    vertical resolution. Neither depends on the scan's width: a scan resampled to twice its
+    width gives the same input. "crop": the central square, which does (a 1024-px-wide scan
+    resampled from 512 shows half the retina, stretched); kept for square synthetic data.
     """
     w, h = im.size
     if fit == "resize":
         return (0, 0, w, h)
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
     if fit == "crop":
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
         return (left, top, left + side, top + side)
-    square = im.crop((left, top, left + side, top + side))
-    band = round(BAND_HEIGHT * side)
-    rpe = retina_row(square)
-    band_top = min(max(0, round(rpe - BAND_RPE_AT * band)), side - band)
-    return (left, top + band_top, left + side, top + band_top + band)
+    band = round(BAND_HEIGHT * h)
+    rpe = retina_row(im)
+    band_top = min(max(0, round(rpe - BAND_RPE_AT * band)), h - band)
+    return (0, band_top, w, band_top + band)
 
 
 def retina_row(im: Image.Image, work: int = 64) -> float:

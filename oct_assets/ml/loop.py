@@ -201,7 +201,7 @@ def _fit(
             if config.augment:
                 x = augment(x, gen)  # on the device; its random draws stay on the CPU
             x, y = to_device(x, device), labels[rows].to(device)
-            with autocast(device, amp):
+            with autocast(device, amp, config.cpu_bf16):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)

@@ -43,7 +43,7 @@ def confusion_matrix_png(metrics: dict[str, Any]) -> bytes:
     """Confusion matrix (rows = true, columns = predicted) shaded by row share, with counts."""
     classes, cm = metrics["classes"], np.asarray(metrics["confusion_matrix"])
     n, margin = len(classes), 110
-    width, height = margin + n * CELL + 20, margin + n * CELL + 50
+    width, height = margin + n * CELL + 20, margin + n * CELL + 70
     im = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(im), _font()
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -71,8 +71,15 @@ def confusion_matrix_png(metrics: dict[str, Any]) -> bytes:
         )
     draw.text((margin + n * CELL / 2, 22), "predicted", fill="black", font=font, anchor="mm")
     draw.text((8, margin - 30), "true", fill="black", font=font)
-    summary = f"accuracy {metrics['accuracy']:.3f}   macro F1 {metrics['macro_f1']:.3f}"
-    draw.text((margin, margin + n * CELL + 16), summary, fill="black", font=font)
+    summary = f"accuracy {metrics['accuracy']:.3f}"
+    if "accuracy_ci95" in metrics:  # written by predict.with_uncertainty
+        lo, hi = metrics["accuracy_ci95"]
+        summary += f" (95% CI {lo:.3f}-{hi:.3f})"
+    draw.text((8, margin + n * CELL + 14), summary, fill="black", font=font)
+    second = f"macro F1 {metrics['macro_f1']:.3f}"
+    if "patient_accuracy" in metrics:
+        second += f"   per patient {metrics['patient_accuracy']:.3f}"
+    draw.text((8, margin + n * CELL + 36), second, fill="black", font=font)
     return _png(im)
 
 

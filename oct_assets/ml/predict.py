@@ -28,6 +28,13 @@ from oct_assets.ml.formats import (
     MODEL_PT,
     PREDICTIONS_CSV,
 )
+from oct_assets.ml.metrics import (
+    BOOTSTRAP_DRAWS,
+    BOOTSTRAP_SEED,
+    one_vs_rest_auc,
+    patient_bootstrap,
+    patient_votes,
+)
 from oct_assets.ml.nets import build_net, to_input
 from oct_assets.ml.plots import cam_grid_png, confusion_matrix_png
 from oct_assets.ml.runtime import BatchReader, deterministic_torch, predict_logits
@@ -85,8 +92,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Predict every image of a split and write predictions.csv, metrics.json and two PNGs.
 
-    Returns the metrics dict (accuracy, macro_f1, per_class, confusion_matrix with rows =
-    true class, classes, n_images).
+    Returns the metrics dict: `classification_metrics` (accuracy, macro_f1, per_class,
+    confusion_matrix with rows = true class, classes, n_images) and `with_uncertainty`'s
+    patient-bootstrap intervals, ROC AUC and per-patient accuracy.
     """
     net, meta = load_model(model_dir)
     config = TrainConfig.from_dict(meta["config"])
@@ -108,7 +116,9 @@ def evaluate(
         logits = predict_logits(net, reader, rows, device, config.batch_size, config.tta_flip)
         probs = torch.softmax(logits, 1).numpy().astype(np.float64)
         true, pred = sample.labels[rows], probs.argmax(1)
-        metrics = classification_metrics(true, pred, classes)
+        metrics = with_uncertainty(
+            classification_metrics(true, pred, classes), true, probs, sample.patients[rows]
+        )
         examples = _cam_examples(true, pred, probs, len(classes))
         cams = class_activation_maps(net.cpu(), images.read(rows[examples])) if examples else None
     out_dir = Path(out_dir)
@@ -158,6 +168,45 @@ def classification_metrics(true: np.ndarray, pred: np.ndarray, classes: list[str
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
         "n_images": int(cm.sum()),
+    }
+
+
+def with_uncertainty(
+    metrics: dict[str, Any], true: np.ndarray, probs: np.ndarray, patients: np.ndarray
+) -> dict[str, Any]:
+    """`classification_metrics` plus what a point accuracy hides: 95% intervals by bootstrap
+    over patients, one-vs-rest ROC AUC per class, and the accuracy per patient (majority vote
+    over a patient's scans of one diagnosis, `metrics.patient_votes`).
+
+    Adds accuracy_ci95, patient_accuracy, patient_accuracy_ci95, n_patients, macro_roc_auc,
+    bootstrap (unit, draws, seed), and recall_ci95 and roc_auc to every per_class entry.
+    """
+    classes = metrics["classes"]
+    n = len(classes)
+    pred = probs.argmax(1)
+    scans = patient_bootstrap(true, pred == true, patients, n)
+    g_true, g_vote, g_patient = patient_votes(true, probs, patients)
+    groups = patient_bootstrap(g_true, g_vote == g_true, g_patient, n)
+    aucs = one_vs_rest_auc(true, probs)
+    known = [a for a in aucs if a is not None]
+    per_class = {
+        name: {
+            **metrics["per_class"][name],
+            "recall_ci95": scans["recall"][c],
+            "roc_auc": None if aucs[c] is None else round(aucs[c], 5),
+        }
+        for c, name in enumerate(classes)
+    }
+    return {
+        **metrics,
+        "accuracy_ci95": scans["accuracy"],
+        "patient_accuracy": round(float(np.mean(g_vote == g_true)), 5),
+        "patient_accuracy_ci95": groups["accuracy"],
+        "n_patients": len(np.unique(patients)),
+        "n_patient_diagnoses": len(g_true),
+        "macro_roc_auc": round(float(np.mean(known)), 5) if known else None,
+        "per_class": per_class,
+        "bootstrap": {"unit": "patient", "draws": BOOTSTRAP_DRAWS, "seed": BOOTSTRAP_SEED},
     }
 
 

@@ -78,6 +78,9 @@ def to_device(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device, non_blocking=True, memory_format=torch.channels_last)
 
 
-def autocast(device: torch.device, amp: bool):
-    """fp16 autocast on CUDA when `amp` (TrainConfig.amp); CPU always runs in float32."""
+def autocast(device: torch.device, amp: bool, cpu_bf16: bool = False):
+    """fp16 autocast on CUDA when `amp` (TrainConfig.amp); on the CPU, bf16 only when
+    `cpu_bf16` (TrainConfig.cpu_bf16, training only: inference stays float32)."""
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
     return torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda")

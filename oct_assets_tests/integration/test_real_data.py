@@ -1,17 +1,24 @@
 """The real-data preset through the whole graph on real Kermany scans (patient-split sample)."""
 
+import csv
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from dagster import DagsterInstance, materialize
+from PIL import Image
 
 from oct_assets.assets.graph import LOCAL_GRAPH
-from oct_assets.ml.config import REAL_DATA_DEFAULTS
+from oct_assets.ml.config import REAL_DATA_DEFAULTS, real_data_config
+from oct_assets.ml.decode import decode_gray
+from oct_assets.ml.predict import evaluate
+from oct_assets.ml.train import train
 from oct_assets.paths import PROJECT_ROOT
 from oct_assets.resources.io_manager import LatestArtifactIOManager
+from oct_assets_tests.fixtures_ml import CLASSES, write_index
 from oct_assets_tests.resources import LOCAL_RESOURCES
 
 PRESET = PROJECT_ROOT / "oct_assets" / "presets" / "real_data.yaml"
@@ -51,3 +58,60 @@ def test_real_scans_with_the_preset(data_env: Path, monkeypatch: pytest.MonkeyPa
     # sits below that spread and well above the previous recipe's typical 0.948 minus noise
     # and a broken recipe (0.25-0.8).
     assert metrics["accuracy"] >= 0.94
+
+
+def test_preset_prediction_does_not_depend_on_scan_width(tmp_path: Path) -> None:
+    """A scan resampled to 2x and 3x its width (as the later Kermany release's 1024-px scans
+    look) must give the preset the same input and the same prediction."""
+    if not REAL.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real OCT scans expected at {REAL} in CI")
+        pytest.skip(f"no real OCT scans at {REAL} (set OCT_REAL_DATA)")
+    sample, originals = tmp_path / "sample", []
+    rows: list[tuple[str, str, str, str]] = []
+    for name in CLASSES:
+        scans = sorted((REAL / "train" / name).glob("*.jpeg"))
+        (sample / "train" / name).mkdir(parents=True)
+        (sample / "test" / name).mkdir(parents=True)
+        for f in scans[:: len(scans) // 12][:12]:  # a small, spread-out train set
+            os.symlink(f, sample / "train" / name / f.name)
+            rows.append((f"train/{name}/{f.name}", "train", name, f.name.split("-")[1]))
+        test = next(f for f in sorted((REAL / "test" / name).glob("*.jpeg")) if _width(f) == 512)
+        with Image.open(test) as im:
+            scan = im.convert("L")
+        for k in (1, 2, 3):
+            rel = f"test/{name}/{test.stem}-x{k}.jpeg"
+            scan.resize((scan.width * k, scan.height), Image.Resampling.BICUBIC).save(
+                sample / rel, quality=95
+            )
+            rows.append((rel, "test", name, test.name.split("-")[1]))
+        originals.append(f"test/{name}/{test.stem}")
+    write_index(sample, rows, salt="widths")
+
+    fit = REAL_DATA_DEFAULTS["fit"]
+    inputs = {k: decode_gray(sample / f"{originals[0]}-x{k}.jpeg", 96, fit) for k in (1, 2, 3)}
+    crops = {k: decode_gray(sample / f"{originals[0]}-x{k}.jpeg", 96, "crop") for k in (1, 2)}
+    assert np.abs(inputs[2].astype(float) - inputs[1]).mean() < 2.0
+    assert np.abs(inputs[3].astype(float) - inputs[1]).mean() < 2.0
+    assert np.abs(crops[2].astype(float) - crops[1]).mean() > 10.0  # what "crop" did
+
+    config = real_data_config(epochs=30, image_size=96, width=8, decode_workers=1)
+    train(sample, tmp_path / "model", config, cache_dir=tmp_path / "cache")
+    evaluate(tmp_path / "model", sample, tmp_path / "eval", cache_dir=tmp_path / "cache")
+    with open(tmp_path / "eval" / "predictions.csv", newline="") as fh:
+        probs = {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in csv.DictReader(fh)}
+    spread = max(
+        np.abs(probs[f"{a}-x1.jpeg"] - probs[f"{b}-x1.jpeg"]).max()
+        for a in originals
+        for b in originals
+    )
+    assert spread > 0.2  # the model tells these scans apart, so a moved prediction would show
+    for stem in originals:
+        for k in (2, 3):
+            moved = np.abs(probs[f"{stem}-x{k}.jpeg"] - probs[f"{stem}-x1.jpeg"]).max()
+            assert moved < 0.03, f"{stem}: {k}x the width moves a probability by {moved:.3f}"
+
+
+def _width(path: Path) -> int:
+    with Image.open(path) as im:
+        return im.width

@@ -18,7 +18,9 @@ from oct_assets_tests.fixtures_ml import REPO
 TIMING = {"seconds", "images_per_second"}
 
 
-def test_same_config_gives_identical_bytes(tiny_sample, tiny_config, tmp_path):
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_same_config_gives_identical_bytes(tiny_sample, tiny_config, tmp_path, cpu_bf16):
+    tiny_config = replace(tiny_config, cpu_bf16=cpu_bf16)
     metrics = [
         train(tiny_sample, tmp_path / name, tiny_config, cache_dir=tmp_path / "cache")
         for name in ("a", "b")
@@ -30,6 +32,12 @@ def test_same_config_gives_identical_bytes(tiny_sample, tiny_config, tmp_path):
         return [{k: v for k, v in r.items() if k not in TIMING} for r in m["history"]]
 
     assert untimed(metrics[0]) == untimed(metrics[1])
+
+
+def test_cpu_bf16_is_used(tiny_sample, tiny_config, tmp_path):
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        train(tiny_sample, tmp_path / name, replace(tiny_config, cpu_bf16=bf16), tmp_path / "c")
+    assert (tmp_path / "fp32/model.pt").read_bytes() != (tmp_path / "bf16/model.pt").read_bytes()
 
 
 def test_other_seed_changes_weights(tiny_sample, tiny_config, tmp_path):
