@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from oct_assets.ml.cache import decoded_images, sweep_dead_fills
+from oct_assets.ml.cache import cache_key, decoded_images, sweep_dead_fills
 from oct_assets.ml.data import read_sample
 from oct_assets_tests.fixtures_ml import CLASSES, REPO
 
@@ -101,14 +101,15 @@ def test_sigkilled_fill_leaves_no_process_and_next_fill_sweeps(tmp_path, tiny_sa
         trainer.wait()
         trainer.stderr.close()
     wait_for(lambda: not alive(children), 10, f"children {alive(children)} to die")
-    assert not (cache / f"{read_sample(sample).salt}-resize224-v1.u8").exists()
+    key = cache_key(read_sample(sample).salt, 224, "resize")
+    assert not (cache / f"{key}.u8").exists()
     leftovers = sorted(p.name for p in cache.iterdir())
     assert any(n.endswith(".u8.tmp") for n in leftovers), leftovers
 
     decoded_images(read_sample(tiny_sample), 16, "resize", cache, workers=1)  # the next fill
     assert sorted(p.name for p in cache.iterdir()) == [
-        "tiny-resize16-v1.json",
-        "tiny-resize16-v1.u8",
+        f"{cache_key('tiny', 16, 'resize')}.json",
+        f"{cache_key('tiny', 16, 'resize')}.u8",
     ]
 
 

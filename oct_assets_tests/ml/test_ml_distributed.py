@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oct_assets.ml.cache import cache_key
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.distributed import Placement
 from oct_assets.ml.errors import OctMLError
@@ -63,8 +64,8 @@ def test_two_ranks_train_a_model_like_one_process(demo, tmp_path):
     # Rank 0 alone writes: nothing from rank 1 beside the model, one cache file, no leftovers.
     assert sorted(p.name for p in (demo / "ranks2").iterdir()) == ["model.json", "model.pt"]
     assert sorted(p.name for p in (demo / "cache").iterdir()) == [
-        "ddp-demo-resize32-v1.json",
-        "ddp-demo-resize32-v1.u8",
+        f"{cache_key('ddp-demo', 32, 'resize')}.json",
+        f"{cache_key('ddp-demo', 32, 'resize')}.u8",
     ]
     _, meta = load_model(demo / "ranks2")
     assert meta["world_size"] == 2 and meta["device"] == "cpu" and meta["gpu_name"] is None
