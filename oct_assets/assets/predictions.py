@@ -16,7 +16,7 @@ from dagster import (
 
 from oct_assets.assets.cluster import cluster_model
 from oct_assets.assets.images import reduced_sample
-from oct_assets.assets.metadata import per_class_table, png_markdown
+from oct_assets.assets.metadata import interval, per_class_table, png_markdown
 from oct_assets.assets.model import trained_model
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.ml.formats import CAM_GRID_PNG, CONFUSION_MATRIX_PNG, METRICS_JSON, PREDICTIONS_CSV
@@ -75,8 +75,13 @@ def describe_predictions(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     m = s["metrics"]
     meta: dict[str, Any] = {
         "accuracy": float(m["accuracy"]),
+        "accuracy_95ci": interval(m.get("accuracy_ci95")),
+        "patient_accuracy": m.get("patient_accuracy"),
+        "patient_accuracy_95ci": interval(m.get("patient_accuracy_ci95")),
         "macro_f1": float(m["macro_f1"]),
+        "macro_roc_auc": m.get("macro_roc_auc"),
         "n_images": int(m["n_images"]),
+        "n_patients": m.get("n_patients"),
         "per_class": per_class_table(m),
         "predictions_csv": MetadataValue.path(str(folder / PREDICTIONS_CSV)),
         "metrics_json": MetadataValue.path(str(folder / METRICS_JSON)),
@@ -84,7 +89,7 @@ def describe_predictions(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     for key, png in (("confusion_matrix", CONFUSION_MATRIX_PNG), ("cam_grid", CAM_GRID_PNG)):
         if (folder / png).is_file():
             meta[key] = png_markdown(folder / png, key)
-    return meta
+    return {k: v for k, v in meta.items() if v is not None}  # older metrics.json lack some
 
 
 predictions = build_predictions_asset("predictions", trained_model)

@@ -7,7 +7,6 @@ print the lineage without starting anything.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -72,25 +71,11 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
     return steps
 
 
-def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (sound at small n and near 0 or 1)."""
-    if n == 0:
-        return 0.0, 1.0
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _interval(metrics: dict[str, Any], key: str) -> str:
-    """The CI the evaluation recorded for `key` (`<key>_ci` as [lo, hi] or {low, high})."""
-    ci = metrics.get(f"{key}_ci") or metrics.get("ci", {}).get(key)
-    if isinstance(ci, dict):
-        ci = [ci.get("low", ci.get("lower")), ci.get("high", ci.get("upper"))]
+def _interval(ci: Any) -> str:
+    """A `[low, high]` from `metrics.json` (patient bootstrap), or "n/a" for an evaluation that
+    predates the intervals."""
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-        return f"[{float(ci[0]):.3f}, {float(ci[1]):.3f}] (from metrics.json)"
-    if key == "accuracy":
-        lo, hi = wilson_interval(float(metrics["accuracy"]), int(metrics["n_images"]))
-        return f"[{lo:.3f}, {hi:.3f}] (Wilson)"
+        return f"[{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
     return "n/a"
 
 
@@ -142,20 +127,30 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
         "",
         f"## Test metrics ({metrics['n_images']} images)",
         "",
-        "| metric | value | 95% CI |",
+        "| metric | value | 95% CI (bootstrap over patients) |",
         "|---|---|---|",
-        f"| accuracy | {metrics['accuracy']:.4f} | {_interval(metrics, 'accuracy')} |",
-        f"| macro F1 | {metrics['macro_f1']:.4f} | {_interval(metrics, 'macro_f1')} |",
+        f"| accuracy (per scan) | {metrics['accuracy']:.4f} | "
+        f"{_interval(metrics.get('accuracy_ci95'))} |",
     ]
-    if "auc" in metrics or "macro_auc" in metrics:
-        key = "macro_auc" if "macro_auc" in metrics else "auc"
-        if isinstance(metrics[key], (int, float)):
-            out.append(f"| {key} | {metrics[key]:.4f} | {_interval(metrics, key)} |")
-    out += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    if metrics.get("patient_accuracy") is not None:
+        out.append(
+            f"| accuracy (per patient, majority vote) | {metrics['patient_accuracy']:.4f} | "
+            f"{_interval(metrics.get('patient_accuracy_ci95'))} |"
+        )
+    out.append(f"| macro F1 | {metrics['macro_f1']:.4f} | n/a |")
+    if metrics.get("macro_roc_auc") is not None:
+        out.append(f"| macro ROC AUC (one vs rest) | {metrics['macro_roc_auc']:.4f} | n/a |")
+    out += [
+        "",
+        "| class | precision | recall | recall 95% CI | F1 | ROC AUC | support |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in classes:
         p = metrics["per_class"][c]
+        auc = "n/a" if p.get("roc_auc") is None else f"{p['roc_auc']:.3f}"
         out.append(
-            f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |"
+            f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | "
+            f"{_interval(p.get('recall_ci95'))} | {p['f1']:.3f} | {auc} | {p['support']} |"
         )
     out += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
     out += ["| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]

@@ -16,7 +16,7 @@ TILE = 160
 FONT_SIZE = 14
 
 
-def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size)
     except (OSError, TypeError):  # Pillow without FreeType: fixed bitmap font
@@ -45,7 +45,7 @@ def confusion_matrix_png(metrics: dict[str, Any]) -> bytes:
     n, margin = len(classes), 110
     width, height = margin + n * CELL + 20, margin + n * CELL + 70
     im = Image.new("RGB", (width, height), "white")
-    draw, font = ImageDraw.Draw(im), _font()
+    draw, font = ImageDraw.Draw(im), label_font()
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     for i in range(n):
         for j in range(n):
@@ -101,10 +101,10 @@ def cam_grid_png(tiles: list[dict[str, Any]], classes: list[str]) -> bytes:
     cols = max([len(r) for r in rows.values()] + [1])
     label_w, cap_h = 90, 20
     im = Image.new("RGB", (label_w + cols * TILE, max(len(classes), 1) * (TILE + cap_h)), "white")
-    draw, font = ImageDraw.Draw(im), _font(12)
+    draw, font = ImageDraw.Draw(im), label_font(12)
     for i, c in enumerate(classes):
         y = i * (TILE + cap_h)
-        draw.text((6, y + TILE / 2), c, fill="black", font=_font(), anchor="lm")
+        draw.text((6, y + TILE / 2), c, fill="black", font=label_font(), anchor="lm")
         if not rows[c]:
             draw.text((label_w + 6, y + TILE / 2), "no images", fill="gray", font=font, anchor="lm")
         for j, t in enumerate(rows[c]):
@@ -137,7 +137,7 @@ def contact_sheet_png(
     width = LABEL_WIDTH + per_class * (THUMB + 4)
     sheet = Image.new("L", (width, len(files_by_class) * (THUMB + 4) + 4), color=255)
     draw = ImageDraw.Draw(sheet)
-    font = _font(16)
+    font = label_font(16)
     for row, (label, files) in enumerate(files_by_class.items()):
         top = 4 + row * (THUMB + 4)
         draw.text((6, top + THUMB // 2 - 8), label, fill=0, font=font)

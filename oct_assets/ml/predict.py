@@ -113,7 +113,9 @@ def evaluate(
         images = decoded_images(sample, size, fit, cache_dir, config.decode_workers)
         reader = BatchReader(sample, images, size, net.in_channels)
         net.to(device, memory_format=torch.channels_last)
-        logits = predict_logits(net, reader, rows, device, config.batch_size, config.tta_flip)
+        logits = predict_logits(
+            net, reader, rows, device, config.batch_size, config.tta_flip, config.amp
+        )
         probs = torch.softmax(logits, 1).numpy().astype(np.float64)
         true, pred = sample.labels[rows], probs.argmax(1)
         metrics = with_uncertainty(

@@ -20,7 +20,7 @@ from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.decode import decode_gray
 from oct_assets.ml.errors import ImageDecodeError
 from oct_assets.ml.nets import to_input
-from oct_assets.ml.plots import _font, overlay
+from oct_assets.ml.plots import label_font, overlay
 from oct_assets.ml.predict import class_activation_maps, load_model
 from oct_assets.ml.runtime import predict_logits
 
@@ -130,7 +130,7 @@ def contact_sheet_png(tiles: list[tuple[str, Path]], columns: int = 6, tile: int
     rows = max(1, -(-len(tiles) // columns))
     cap = 18
     sheet = Image.new("RGB", (columns * tile, rows * (tile + cap)), "white")
-    draw, font = ImageDraw.Draw(sheet), _font(11)
+    draw, font = ImageDraw.Draw(sheet), label_font(11)
     for n, (caption, png) in enumerate(tiles):
         x, y = (n % columns) * tile, (n // columns) * (tile + cap)
         with Image.open(png) as im:
