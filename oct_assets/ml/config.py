@@ -198,9 +198,10 @@ class TrainConfig:
 
 # Recipe for real OCT2017 scans: a retina-centred band at 192 px, a 6-stage compact net with
 # generalised-mean pooling (small cysts and drusen are not averaged away), batches of 16 for
-# 60 epochs (~1300 steps), flip TTA, bf16 autocast for training on the CPU (~1.5x faster, same
-# accuracy), weight decay 1e-2 and dropout 0.3 as in the plain CNN of issue 14. All train
-# images are used; the schedule ends at a low learning rate, so the last epoch is kept.
+# 60 epochs (~1300 steps), flip TTA. bf16 training (`cpu_bf16`, ~1.9x faster) with the plain
+# CNN's weight decay 1e-2 and dropout 0.3 scored 0.4 points lower over 3 seeds (within noise), so
+# the preset stays fp32; set cpu_bf16 for speed. All train images are used; the schedule ends
+# at a low learning rate, so the last epoch is kept.
 # Chosen on pooled accuracy over 3 patient-grouped folds of all 463 real scans
 # (`scripts/recipe_cv.py`); the measurements are in the README ("Real scans: the preset").
 REAL_DATA_DEFAULTS: dict[str, Any] = {
@@ -209,17 +210,16 @@ REAL_DATA_DEFAULTS: dict[str, Any] = {
     "image_size": 192,
     "batch_size": 16,
     "learning_rate": 3e-3,
-    "weight_decay": 1e-2,
+    "weight_decay": 5e-4,
     "val_fraction": 0.0,
     "label_smoothing": 0.1,
     "width": 16,
     "blocks": 6,
-    "dropout": 0.3,
+    "dropout": 0.2,
     "pool_power": 8.0,
     "fit": "band",
     "augment": True,
     "tta_flip": True,
-    "cpu_bf16": True,
 }
 
 
