@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # paramiko loads with the first session, not with the definit
     from oct_assets.cluster.ssh import SSHSession
 
 
-@asset(group_name=GROUP, code_version="1", deps=[reduced_sample])
+@asset(group_name=GROUP, code_version="2", deps=[reduced_sample])  # 2: DDP, decoder v2
 def cluster_model(
     context: AssetExecutionContext, config: ClusterModelConfig, cluster: ClusterResource
 ) -> Output[Artifact]:

@@ -48,7 +48,7 @@ def _dagster_config_from(dc: type) -> type[Config]:
 TrainedModelConfig = _dagster_config_from(TrainConfig)
 
 
-@asset(group_name=GROUP, code_version="1")
+@asset(group_name=GROUP, code_version="2")  # 2: data-parallel loop, decoder v2 (band)
 def trained_model(
     context: AssetExecutionContext,
     config: TrainedModelConfig,

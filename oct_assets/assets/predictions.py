@@ -43,7 +43,7 @@ def build_predictions_asset(name: str, model: AssetsDefinition) -> AssetsDefinit
     @asset(
         name=name,
         group_name=GROUP,
-        code_version="1",
+        code_version="2",  # 2: patient-bootstrap intervals, ROC AUC in metrics.json
         ins={"model": AssetIn(model.key), "reduced_sample": AssetIn(reduced_sample.key)},
         automation_condition=after_new_model(model),
         description=f"Predictions, metrics and class-activation maps of "
