@@ -237,7 +237,10 @@ def test_results_worth_looking_at_are_pictures(results: dict) -> None:
     predictions = metadata(results["predictions"])
     assert 0.0 <= predictions["accuracy"]["floatValue"] <= 1.0
     assert predictions["n_images"]["intValue"] == 12
-    assert "| class | precision | recall | f1 | support |" in predictions["per_class"]["mdStr"]
+    header = "| class | precision | recall | recall 95% CI | f1 | ROC AUC | support |"
+    assert header in predictions["per_class"]["mdStr"]
+    low, high = predictions["accuracy_95ci"]["text"].strip("[]").split(", ")
+    assert 0.0 <= float(low) <= float(high) <= 1.0
     for label in ("confusion_matrix", "cam_grid"):
         picture = inline_png(predictions[label])
         assert picture.width > 200 and picture.height > 200, label
