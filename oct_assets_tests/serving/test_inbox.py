@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def inbox(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(src.read_bytes())
     (root / "bad").mkdir()
-    (root / "bad/corrupt.jpeg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(3000))
+    # Seeded noise: random bytes after a JPEG header could, by chance, parse as a huge frame.
+    (root / "bad/corrupt.jpeg").write_bytes(b"\xff\xd8\xff\xe0" + random.Random(0).randbytes(3000))
     (root / "bad/truncated.jpeg").write_bytes(good[3].read_bytes()[:600])
     (root / "bad/notes.txt").write_text("not a scan")
     (root / "bad/empty.jpeg").write_bytes(b"")
