@@ -40,11 +40,8 @@ def trained_template(tiny_tree_template: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture
 def trained(trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the trained data folder, set as OCT_DATA_DIR; returns it.
-
-    Pointers (`latest.json`) hold absolute paths, so the copy lives at the template's own
-    path layout: the template is moved aside and restored when the test ends.
-    """
+    """The trained data folder, set as OCT_DATA_DIR, for one test: a copy of it is kept aside
+    and put back when the test ends, so every test starts from the same folder."""
     data = trained_template / "data"
     saved = tmp_path / "saved_data"
     shutil.copytree(data, saved, symlinks=True)
