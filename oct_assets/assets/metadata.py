@@ -14,6 +14,7 @@ from typing import Any
 from dagster import MetadataValue
 
 from oct_assets.dataset.layout import CLASSES, SPLITS
+from oct_assets.ml.card import per_class_lines
 
 SHOWN = 50  # at most this many items are listed in one metadata entry
 SYNTHETIC_WARNING = "SYNTHETIC DATA: these are generated images, not real OCT scans"
@@ -44,25 +45,6 @@ def counts_table(counts: dict[str, dict[str, int]]) -> MetadataValue:
     return MetadataValue.md("\n".join([head, *rows]))
 
 
-def interval(ci: Any) -> str:
-    """A `[low, high]` interval from `metrics.json` as text ("n/a" when there is none)."""
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-        return f"[{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
-    return "n/a"
-
-
 def per_class_table(m: dict[str, Any]) -> MetadataValue:
-    """Precision, recall (with its 95% patient-bootstrap interval), F1, one-vs-rest ROC AUC and
-    support per class, from a `metrics.json`."""
-    lines = [
-        "| class | precision | recall | recall 95% CI | f1 | ROC AUC | support |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in m["classes"]:
-        p = m["per_class"][c]
-        auc = "n/a" if p.get("roc_auc") is None else f"{p['roc_auc']:.3f}"
-        lines.append(
-            f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | {interval(p.get('recall_ci95'))}"
-            f" | {p['f1']:.3f} | {auc} | {p['support']} |"
-        )
-    return MetadataValue.md("\n".join(lines))
+    """The per-class table of a `metrics.json` (`ml.card.per_class_lines`), for the UI."""
+    return MetadataValue.md("\n".join(per_class_lines(m)))

@@ -20,7 +20,7 @@ from pydantic import Field, create_model
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.ml.config import TrainConfig, field_doc, field_range
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
-from oct_assets.ml.train import die_with_parent
+from oct_assets.ml.lifetime import die_with_parent
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
 

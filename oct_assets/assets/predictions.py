@@ -16,10 +16,16 @@ from dagster import (
 
 from oct_assets.assets.cluster import cluster_model
 from oct_assets.assets.images import reduced_sample
-from oct_assets.assets.metadata import interval, per_class_table, png_markdown
+from oct_assets.assets.metadata import per_class_table, png_markdown
 from oct_assets.assets.model import trained_model
 from oct_assets.assets.salted import GROUP, salted_output
-from oct_assets.ml.formats import CAM_GRID_PNG, CONFUSION_MATRIX_PNG, METRICS_JSON, PREDICTIONS_CSV
+from oct_assets.ml.formats import (
+    CAM_GRID_PNG,
+    CONFUSION_MATRIX_PNG,
+    METRICS_JSON,
+    PREDICTIONS_CSV,
+    interval_text,
+)
 from oct_assets.store.artifact import Artifact
 
 
@@ -75,9 +81,9 @@ def describe_predictions(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     m = s["metrics"]
     meta: dict[str, Any] = {
         "accuracy": float(m["accuracy"]),
-        "accuracy_95ci": interval(m.get("accuracy_ci95")),
+        "accuracy_95ci": interval_text(m.get("accuracy_ci95")),
         "patient_accuracy": m.get("patient_accuracy"),
-        "patient_accuracy_95ci": interval(m.get("patient_accuracy_ci95")),
+        "patient_accuracy_95ci": interval_text(m.get("patient_accuracy_ci95")),
         "macro_f1": float(m["macro_f1"]),
         "macro_roc_auc": m.get("macro_roc_auc"),
         "n_images": int(m["n_images"]),

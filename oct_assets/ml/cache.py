@@ -15,7 +15,6 @@ node). Decode workers are killed by the kernel when the filler dies (PR_SET_PDEA
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import logging
@@ -23,8 +22,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import signal
-import sys
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -36,12 +33,12 @@ import numpy as np
 from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.data import Sample
 from oct_assets.ml.decode import DECODE_VERSION, decode_gray
+from oct_assets.ml.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
 CHUNK = 32  # images per task: large enough to amortise IPC, small enough to balance
 TMP_SUFFIX = ".u8.tmp"  # a fill in progress (or a dead one, when nobody holds its flock)
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def usable_cpus() -> int:
@@ -69,15 +66,9 @@ def _decode_into(target: str, rows: list[int], paths: list[str], size: int, fit:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Decode worker initializer: have the kernel SIGKILL this worker when its parent dies.
-
-    Without it, a SIGKILLed trainer leaves its workers (and, through them, multiprocessing's
-    resource tracker, which exits once every holder of its pipe is gone) running.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    """Decode worker initializer: die with the filler (`lifetime.die_with_parent`), and at once
+    when it is already gone."""
+    die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 

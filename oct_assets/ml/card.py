@@ -10,7 +10,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-from oct_assets.ml.formats import CAM_GRID_PNG, MANIFEST_JSON, METRICS_JSON, MODEL_JSON
+from oct_assets.ml.formats import (
+    CAM_GRID_PNG,
+    MANIFEST_JSON,
+    METRICS_JSON,
+    MODEL_JSON,
+    interval_text,
+)
+
+
+def per_class_lines(metrics: dict[str, Any]) -> list[str]:
+    """The per-class markdown table of a `metrics.json`: precision, recall with its 95%
+    patient-bootstrap interval, F1, one-vs-rest ROC AUC and support (model card and UI)."""
+    lines = [
+        "| class | precision | recall | recall 95% CI | f1 | ROC AUC | support |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in metrics["classes"]:
+        p = metrics["per_class"][c]
+        auc = "n/a" if p.get("roc_auc") is None else f"{p['roc_auc']:.3f}"
+        lines.append(
+            f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | "
+            f"{interval_text(p.get('recall_ci95'))} | {p['f1']:.3f} | {auc} | {p['support']} |"
+        )
+    return lines
+
 
 INTENDED_USE = """\
 - **A research tool, not a medical device.** It has not been validated for diagnosis; do not
@@ -71,14 +95,6 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
     return steps
 
 
-def _interval(ci: Any) -> str:
-    """A `[low, high]` from `metrics.json` (patient bootstrap), or "n/a" for an evaluation that
-    predates the intervals."""
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-        return f"[{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
-    return "n/a"
-
-
 def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> str:
     """`model_card.md` of a champion: data, recipe, test metrics with 95% CIs, confusion
     matrix, per-class table, CAM grid, lineage salts, intended use and limits."""
@@ -130,28 +146,17 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
         "| metric | value | 95% CI (bootstrap over patients) |",
         "|---|---|---|",
         f"| accuracy (per scan) | {metrics['accuracy']:.4f} | "
-        f"{_interval(metrics.get('accuracy_ci95'))} |",
+        f"{interval_text(metrics.get('accuracy_ci95'))} |",
     ]
     if metrics.get("patient_accuracy") is not None:
         out.append(
             f"| accuracy (per patient, majority vote) | {metrics['patient_accuracy']:.4f} | "
-            f"{_interval(metrics.get('patient_accuracy_ci95'))} |"
+            f"{interval_text(metrics.get('patient_accuracy_ci95'))} |"
         )
     out.append(f"| macro F1 | {metrics['macro_f1']:.4f} | n/a |")
     if metrics.get("macro_roc_auc") is not None:
         out.append(f"| macro ROC AUC (one vs rest) | {metrics['macro_roc_auc']:.4f} | n/a |")
-    out += [
-        "",
-        "| class | precision | recall | recall 95% CI | F1 | ROC AUC | support |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in classes:
-        p = metrics["per_class"][c]
-        auc = "n/a" if p.get("roc_auc") is None else f"{p['roc_auc']:.3f}"
-        out.append(
-            f"| {c} | {p['precision']:.3f} | {p['recall']:.3f} | "
-            f"{_interval(p.get('recall_ci95'))} | {p['f1']:.3f} | {auc} | {p['support']} |"
-        )
+    out += ["", *per_class_lines(metrics)]
     out += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
     out += ["| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for c, row in zip(classes, metrics["confusion_matrix"], strict=True):

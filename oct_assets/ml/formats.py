@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
@@ -48,3 +49,11 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """Every row of a CSV written by this project (`images.csv`, `predictions.csv`) as a dict."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def interval_text(ci: Any) -> str:
+    """A `[low, high]` interval of `metrics.json` (`*_ci95`) as text; "n/a" when there is none
+    (an evaluation older than the intervals)."""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return f"[{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
+    return "n/a"

@@ -26,6 +26,7 @@ from typing import Any
 
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.errors import OctMLError
+from oct_assets.ml.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,6 @@ def _pipes_context() -> AbstractContextManager[Any]:
     if not dagster_pipes.PipesEnvVarParamsLoader().is_dagster_pipes_process():
         return nullcontext()
     return dagster_pipes.open_dagster_pipes()
-
-
-def die_with_parent() -> None:
-    """On Linux, have the kernel SIGKILL this trainer when the process that started it dies
-    (kill -9 included): an orphan would keep writing into a build folder whose lock died with
-    its builder, so the next sweep deletes it under the trainer."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
 
 
 def main(argv: list[str] | None = None) -> int:
