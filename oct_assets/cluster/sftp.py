@@ -92,11 +92,8 @@ class PrefetchingFile(paramiko.SFTPFile):
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def parse_sha256sum(output: str) -> dict[str, str]:

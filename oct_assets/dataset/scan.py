@@ -77,11 +77,8 @@ def content_fingerprint(root: Path, records: list[ImageRecord], workers: int = 8
     that keeps size and mtime, which the stat-only `fingerprint_records` misses."""
 
     def digest(r: ImageRecord) -> str:
-        h = hashlib.sha256()
         with open(root / r.path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return f"{r.path}\t{h.hexdigest()}\n"
+            return f"{r.path}\t{hashlib.file_digest(f, 'sha256').hexdigest()}\n"
 
     ordered = sorted(records, key=lambda r: r.path)
     with ThreadPoolExecutor(max_workers=workers) as pool:
