@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         common = {"val_fraction": 0.0, "seed": 0, "epochs": args.epochs, "batch_size": 32}
         recipes = {
             "default config (64 px)": (TrainConfig(**common), args.images),
-            "real-data config (192 px)": (real_data_config(**common), args.real_images),
+            "real-data config (plain net, 160 px crops)": (
+                real_data_config(**common),
+                args.real_images,
+            ),
         }
         variants = {  # label: (ranks, threads per rank)
             "1 process x 2 threads": (1, 2),

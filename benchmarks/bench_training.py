@@ -108,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         train(big, work / "warmup", TrainConfig(**{**common, "epochs": 1}), work / "cache")
         runs = {
             "compact, default config, cached": (big, TrainConfig(**common)),
-            "compact, real-data config, cached": (big, real_data_config(**common)),
+            "plain, real-data config, cached": (big, real_data_config(**common)),
             "seed net, seed data path (224 RGB)": (
                 small,
-                TrainConfig(architecture="seed", image_size=224, augment=False, **common),
+                TrainConfig(architecture="seed", image_size=224, augment="none", **common),
             ),
         }
         if torch.cuda.is_available():  # what mixed precision buys (TrainConfig.amp, CUDA only)
-            runs["compact, real-data config, AMP off"] = (
+            runs["plain, real-data config, AMP off"] = (
                 big,
                 real_data_config(amp=False, **common),
             )
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         base = rates["seed net, seed data path (224 RGB)"]
         for name in list(runs)[:2]:
             print(f"ratio {name} / seed: {rates[name] / base:.1f}x")
-        if "compact, real-data config, AMP off" in rates:
-            on, off = (rates[f"compact, real-data config, {k}"] for k in ("cached", "AMP off"))
+        if "plain, real-data config, AMP off" in rates:
+            on, off = (rates[f"plain, real-data config, {k}"] for k in ("cached", "AMP off"))
             print(f"ratio AMP on / off, real-data config: {on / off:.2f}x")
     return 0
 

@@ -1,8 +1,8 @@
 """Batch augmentation for OCT B-scans, in torch (no torchvision on CPU).
 
 OCT geometry: left/right mirroring is anatomically plausible (left vs right eye), an upside
-down retina is not, so there is no vertical flip. Small zooms, shifts and tilts mimic
-scan placement; gamma and contrast jitter mimic scanner gain.
+down retina is not, so there is no vertical flip. Random crops, small zooms, shifts and tilts
+mimic scan placement; gamma, brightness and contrast jitter mimic scanner gain.
 """
 
 from __future__ import annotations
@@ -26,6 +26,16 @@ class AugmentParams:
     max_gamma: float = 0.3  # gamma in [exp(-g), exp(g)]
     max_contrast: float = 0.2
     max_brightness: float = 0.08
+
+
+def training_batch(x: Tensor, gen: torch.Generator, crop: int, style: str) -> Tensor:
+    """A training batch's random crop (`crop` 0: none) and augmentation (`style` "affine",
+    "light" or "none"; see TrainConfig.augment). With "none" nothing is random: the network
+    takes the centre crop itself."""
+    if style == "none":
+        return x
+    x = random_crop(x, gen, crop)
+    return augment(x, gen) if style == "affine" else flip_and_jitter(x, gen)
 
 
 def augment(x: Tensor, gen: torch.Generator, p: AugmentParams = AugmentParams()) -> Tensor:
@@ -60,6 +70,36 @@ def augment(x: Tensor, gen: torch.Generator, p: AugmentParams = AugmentParams())
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     x = x.clamp(0, 1) ** gamma.view(b, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast.view(b, 1, 1, 1) + mean + bright.view(b, 1, 1, 1)
+    return x.clamp(0, 1)
+
+
+def random_crop(x: Tensor, gen: torch.Generator, size: int) -> Tensor:
+    """A random size x size square of each image (the batch unchanged when size is 0 or the
+    side): shifts the scan by up to the margin; prediction takes the centre (`nets.centre_crop`)."""
+    b, _, h, w = x.shape
+    if not size or size >= min(h, w):
+        return x
+    tops = torch.randint(0, h - size + 1, (b,), generator=gen).tolist()
+    lefts = torch.randint(0, w - size + 1, (b,), generator=gen).tolist()
+    return torch.stack(
+        [
+            x[i, :, t : t + size, u : u + size]
+            for i, (t, u) in enumerate(zip(tops, lefts, strict=True))
+        ]
+    )
+
+
+def flip_and_jitter(
+    x: Tensor, gen: torch.Generator, max_brightness: float = 0.1, max_contrast: float = 0.2
+) -> Tensor:
+    """The light augmentation: horizontal mirroring, brightness and contrast jitter only."""
+    b = x.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
+    contrast = (1 + (torch.rand(b, generator=gen) * 2 - 1) * max_contrast).to(x.device)
+    bright = ((torch.rand(b, generator=gen) * 2 - 1) * max_brightness).to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast.view(b, 1, 1, 1) + mean + bright.view(b, 1, 1, 1)
     return x.clamp(0, 1)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from oct_assets.ml.atomic import write_bytes
-from oct_assets.ml.augment import augment
+from oct_assets.ml.augment import training_batch
 from oct_assets.ml.cache import decoded_images, usable_cpus
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
@@ -187,7 +187,9 @@ def _fit(
     if bs < 1:
         raise OctMLError(f"{len(fit_rows)} training images cannot feed {here.world_size} ranks")
     steps_per_epoch = len(fit_rows) // bs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(config.epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, warmup_cosine(config.epochs * steps_per_epoch, config.warmup)
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)  # fp16 gradients need loss scaling
     labels = torch.from_numpy(sample.labels)
     best: dict[str, Any] = {"score": None}
@@ -198,8 +200,8 @@ def _fit(
         loss_sum, correct = 0.0, 0
         for rows in epoch_batches(fit_rows, rng, bs, here):
             x = reader(rows).to(device, non_blocking=True)
-            if config.augment:
-                x = augment(x, gen)  # on the device; its random draws stay on the CPU
+            # on the device; the random draws stay on the CPU, so every device draws alike
+            x = training_batch(x, gen, config.crop_size, config.augment)
             x, y = to_device(x, device), labels[rows].to(device)
             with autocast(device, amp, config.cpu_bf16):
                 logits = model(x)

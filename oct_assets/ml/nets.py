@@ -1,4 +1,4 @@
-"""Networks. Both end in global average pooling and one linear layer, so a class activation
+"""Networks. All end in global average pooling and one linear layer, so a class activation
 map is just the classifier's weights applied to the last feature maps (`features`)."""
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ class CompactNet(nn.Module):
         blocks: int = 4,
         dropout: float = 0.1,
         pool_power: float = 1.0,
+        input_size: int = 0,
     ):
         super().__init__()
-        self.pool_power = pool_power
+        self.pool_power, self.input_size = pool_power, input_size
         layers: list[nn.Module] = [*_conv_bn_relu(1, width, stride=2)]
         c = width
         for i in range(1, blocks):
@@ -43,6 +44,7 @@ class CompactNet(nn.Module):
         self.classifier = nn.Linear(c, n_classes)
 
     def features(self, x: Tensor) -> Tensor:
+        x = centre_crop(x, self.input_size)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
         return self.body((x - mean) / (std + 1e-3))
@@ -54,6 +56,57 @@ class CompactNet(nn.Module):
         else:  # generalised mean: leans toward the max, so one small lesion still counts
             pooled = generalised_mean(f, self.pool_power)
         return self.classifier(self.dropout(pooled))
+
+
+class PlainNet(nn.Module):
+    """VGG-style grayscale CNN: blocks of two 3x3 conv + BN + ReLU with a max-pool between
+    blocks, GAP, dropout, linear. The first conv has stride 2: a full-resolution first block
+    costs ~4x the whole rest of the network on a CPU.
+
+    Input is float in [0, 1]; a BatchNorm without weights standardises it with dataset
+    statistics (not per image, so brightness and contrast jitter still teach something).
+    Inputs larger than `input_size` are centre-cropped to it: training takes random crops
+    (`augment.random_crop`), prediction feeds the whole decoded square.
+    """
+
+    in_channels = 1
+
+    def __init__(
+        self,
+        n_classes: int,
+        width: int = 24,
+        blocks: int = 5,
+        dropout: float = 0.3,
+        input_size: int = 0,
+    ):
+        super().__init__()
+        self.input_size = input_size
+        layers: list[nn.Module] = [nn.BatchNorm2d(1, affine=False)]
+        c = 1
+        for i in range(blocks):
+            out = min(width * 2**i, 256)
+            if i:
+                layers.append(nn.MaxPool2d(2))
+            layers += [*_conv_bn_relu(c, out, stride=1 if i else 2), *_conv_bn_relu(out, out)]
+            c = out
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c, n_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(centre_crop(x, self.input_size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.dropout(self.features(x).float().mean(dim=(2, 3))))
+
+
+def centre_crop(x: Tensor, size: int) -> Tensor:
+    """The central size x size square of a batch (unchanged when size is 0 or the side)."""
+    h, w = x.shape[-2:]
+    if not size or (h, w) == (size, size):
+        return x
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
 
 
 def generalised_mean(f: Tensor, p: float) -> Tensor:
@@ -124,16 +177,28 @@ def build_net(config: TrainConfig, n_classes: int) -> nn.Module:
         raise OctMLError(
             f"unknown architecture {config.architecture!r}; valid: {', '.join(ARCHITECTURES)}"
         )
-    least = min_image_size(config)
-    if config.image_size < least:
+    least, seen = min_image_size(config), config.crop_size or config.image_size
+    if seen < least:
+        name = "crop_size" if config.crop_size else "image_size"
         raise OctMLError(
-            f"image_size={config.image_size} is too small for architecture "
-            f"{config.architecture!r}: minimum is {least}"
+            f"{name}={seen} is too small for architecture {config.architecture!r}: "
+            f"minimum is {least}"
         )
     if config.architecture == "seed":
+        if config.crop_size:
+            raise OctMLError('crop_size is not supported by architecture "seed"; set it to 0')
         return SeedNet(n_classes)
+    if config.architecture == "plain":
+        return PlainNet(
+            n_classes, config.width, config.blocks, config.dropout, input_size=config.crop_size
+        )
     return CompactNet(
-        n_classes, config.width, config.blocks, config.dropout, pool_power=config.pool_power
+        n_classes,
+        config.width,
+        config.blocks,
+        config.dropout,
+        pool_power=config.pool_power,
+        input_size=config.crop_size,
     )
 
 

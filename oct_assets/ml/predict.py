@@ -79,8 +79,22 @@ def class_activation_maps(net: nn.Module, images: np.ndarray) -> np.ndarray:
         feats = net.features(x.to(device)).float()
         weight = net.classifier.weight.float()
         cams = torch.einsum("ck,nkhw->nchw", weight, feats)
-        cams = F.interpolate(cams, size=images.shape[1:], mode="bilinear", align_corners=False)
+        cams = _to_image_frame(cams, images.shape[1:], getattr(net, "input_size", 0))
     return cams.cpu().numpy().astype(np.float32)
+
+
+def _to_image_frame(cams: torch.Tensor, shape: tuple[int, int], seen: int) -> torch.Tensor:
+    """Upsample CAMs to the image; a net that sees only the central `seen` square gets its
+    maps placed there, the margin it never saw set to each map's minimum (no evidence)."""
+    h, w = shape
+    if not seen or seen >= min(h, w):
+        return F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)
+    inner = F.interpolate(cams, size=(seen, seen), mode="bilinear", align_corners=False)
+    floor = inner.amin(dim=(2, 3), keepdim=True)
+    out = floor.expand(-1, -1, h, w).clone()
+    top, left = (h - seen) // 2, (w - seen) // 2
+    out[..., top : top + seen, left : left + seen] = inner
+    return out
 
 
 def evaluate(

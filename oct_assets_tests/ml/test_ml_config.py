@@ -27,7 +27,9 @@ def test_unknown_keys_are_named():
         ("device", "tpu"),
         ("fit", "pad"),
         ("epochs", "3"),
-        ("augment", 1),
+        ("augment", True),
+        ("augment", "mixup"),
+        ("crop_size", 64),  # not below the default image_size of 64
         ("batch_size", True),
     ],
 )

@@ -18,9 +18,16 @@ from oct_assets_tests.fixtures_ml import REPO
 TIMING = {"seconds", "images_per_second"}
 
 
-@pytest.mark.parametrize("cpu_bf16", [False, True])
-def test_same_config_gives_identical_bytes(tiny_sample, tiny_config, tmp_path, cpu_bf16):
-    tiny_config = replace(tiny_config, cpu_bf16=cpu_bf16)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cpu_bf16": False},
+        {"cpu_bf16": True},
+        {"architecture": "plain", "crop_size": 28, "augment": "light", "cpu_bf16": True},
+    ],
+)
+def test_same_config_gives_identical_bytes(tiny_sample, tiny_config, tmp_path, options):
+    tiny_config = replace(tiny_config, **options)
     metrics = [
         train(tiny_sample, tmp_path / name, tiny_config, cache_dir=tmp_path / "cache")
         for name in ("a", "b")
@@ -150,7 +157,13 @@ def test_cli_bad_config_is_one_line_error(tiny_sample, tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"fit": "band"}, {"fit": "crop", "pool_power": 4.0}, {"blocks": 2, "augment": False}],
+    [
+        {"fit": "band"},
+        {"fit": "crop", "pool_power": 4.0},
+        {"blocks": 2, "augment": "none"},
+        {"crop_size": 24, "augment": "light", "warmup": 0.3},
+        {"architecture": "plain", "crop_size": 28, "augment": "light"},
+    ],
 )
 def test_options_train(tiny_sample, tiny_config, tmp_path, options):
     metrics = train(tiny_sample, tmp_path / "m", replace(tiny_config, **options), tmp_path / "c")
