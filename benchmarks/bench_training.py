@@ -1,4 +1,4 @@
-"""Training throughput: compact net on the decode cache vs the seed's network and data path.
+"""Training throughput: the ML core on the decode cache vs the seed's network and data path.
 
 All runs happen side by side in this process on the same images and thread count, after a
 discarded warm-up run. The figure is steady-state training images per second (data loading,
