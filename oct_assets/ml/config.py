@@ -11,6 +11,7 @@ ARCHITECTURES = ("compact", "seed", "plain")
 AUGMENTS = ("affine", "light", "none")
 DEVICES = ("auto", "cpu", "cuda")
 FITS = ("crop", "resize", "band")
+RETIRED_FIELDS = ("data_path",)  # in older model.json files; loading a model ignores them
 
 
 def setting(
@@ -217,6 +218,16 @@ class TrainConfig:
             if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
                 values[f.name] = float(value)
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config a model.json records, also one an older version wrote: model folders
+        never change, so fields since retired are dropped and `augment` (a bool before it
+        became a choice) is mapped. User settings go through the strict `from_dict`."""
+        values = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
+        if isinstance(values.get("augment"), bool):
+            values["augment"] = "affine" if values["augment"] else "none"
+        return cls.from_dict(values)
 
 
 # Recipe for real OCT2017 scans (the plain CNN of issue 14, made ~4x cheaper): the whole scan

@@ -47,7 +47,7 @@ class Probabilities(nn.Module):
 def export_torchscript(model_dir: Path, out: Path) -> None:
     """Trace the model in `model_dir` at its input size and write it to `out` atomically."""
     net, meta = load_model(Path(model_dir))
-    config = TrainConfig.from_dict(meta["config"])
+    config = TrainConfig.from_saved(meta["config"])
     size = meta["input"]["size"]
     wrapper = Probabilities(net, config.tta_flip).eval()
     example = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
@@ -70,7 +70,7 @@ def export_difference(model_dir: Path, ts_path: Path, sample_dir: Path) -> dict[
     """Max abs difference between the project's probabilities (the evaluation path: decode
     cache, `predict_logits`, softmax) and `model.ts`'s, on the sample's test split."""
     net, meta = load_model(Path(model_dir))
-    config = TrainConfig.from_dict(meta["config"])
+    config = TrainConfig.from_saved(meta["config"])
     size, fit = meta["input"]["size"], meta["input"]["fit"]
     sample = read_sample(Path(sample_dir))
     rows = sample.indices("test")

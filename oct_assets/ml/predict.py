@@ -52,7 +52,7 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
         if not p.is_file():
             raise OctMLError(f"model folder {model_dir} has no {p.name}")
     meta = json.loads(meta_path.read_text())
-    config = TrainConfig.from_dict(meta["config"])
+    config = TrainConfig.from_saved(meta["config"])
     net = build_net(config, len(meta["classes"]))
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
@@ -111,7 +111,7 @@ def evaluate(
     patient-bootstrap intervals, ROC AUC and per-patient accuracy.
     """
     net, meta = load_model(model_dir)
-    config = TrainConfig.from_dict(meta["config"])
+    config = TrainConfig.from_saved(meta["config"])
     sample = read_sample(Path(sample_dir))
     classes = list(meta["classes"])
     if list(sample.classes) != classes:

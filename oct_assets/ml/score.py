@@ -78,7 +78,7 @@ def decode_scan(path: Path, size: int, fit: str) -> tuple[np.ndarray | None, str
 def score_files(model_dir: Path, paths: list[Path], cams: bool = True) -> list[Score]:
     """Score every path with the model in `model_dir`; one `Score` per path, in order."""
     net, meta = load_model(Path(model_dir))
-    config = TrainConfig.from_dict(meta["config"])
+    config = TrainConfig.from_saved(meta["config"])
     classes = list(meta["classes"])
     size, fit = meta["input"]["size"], meta["input"]["fit"]
     scores = [Score() for _ in paths]

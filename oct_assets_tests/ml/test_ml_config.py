@@ -27,7 +27,6 @@ def test_unknown_keys_are_named():
         ("device", "tpu"),
         ("fit", "pad"),
         ("epochs", "3"),
-        ("augment", True),
         ("augment", "mixup"),
         ("crop_size", 64),  # not below the default image_size of 64
         ("batch_size", True),
@@ -64,3 +63,11 @@ def test_real_data_defaults_are_a_valid_config():
 def test_absurd_values_are_refused_naming_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
         TrainConfig.from_dict({field: value})
+
+
+def test_a_model_json_from_an_older_version_still_loads():
+    """Model folders never change, so configs written by older versions must load."""
+    assert TrainConfig.from_saved({"augment": True}).augment == "affine"
+    assert TrainConfig.from_saved({"augment": False, "data_path": "cache"}).augment == "none"
+    with pytest.raises(ValueError, match=r"TrainConfig\.augment"):
+        TrainConfig.from_dict({"augment": True})  # a user's setting stays strict
