@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
+from oct_assets.dataset.validity import header_problem
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.decode import decode_gray
 from oct_assets.ml.errors import ImageDecodeError
@@ -26,8 +27,6 @@ from oct_assets.ml.runtime import predict_logits
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 64 << 20  # a Kermany scan is < 1 MB; anything this large is not a B-scan
-MAX_PIXELS = 40_000_000  # larger images are refused before decoding (a decompression bomb)
 BATCH = 32
 
 
@@ -42,37 +41,17 @@ class Score:
     cam: np.ndarray | None = None  # CAM of the predicted class, the image's shape
 
 
-def scan_problem(path: Path) -> str | None:
-    """Why `path` cannot be scored, from its size and header alone; None when it may be."""
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return "empty file (0 bytes)"
-        if size > MAX_FILE_BYTES:
-            return f"huge file ({size} bytes, over {MAX_FILE_BYTES})"
-        with Image.open(path) as im:
-            w, h = im.size
-    except UnidentifiedImageError:
-        return "not an image"
-    except Image.DecompressionBombError as exc:
-        return f"huge image ({exc})"
-    except OSError as exc:  # with an errno: the file system refused; without: a bad header
-        return f"unreadable ({exc.strerror})" if exc.errno else f"corrupt or truncated ({exc})"
-    if w * h > MAX_PIXELS:
-        return f"huge image ({w}x{h} pixels, over {MAX_PIXELS})"
-    return None
-
-
 def decode_scan(path: Path, size: int, fit: str) -> tuple[np.ndarray | None, str | None]:
-    """The model input square of a scan, or the reason it cannot be had."""
-    problem = scan_problem(path)
+    """The model input square of a scan, or the reason it cannot be had: the project's one
+    scan rule (`dataset.validity`, whose header part every training image passed too), then
+    the decode itself."""
+    problem = header_problem(path)
     if problem is not None:
         return None, problem
     try:
         return decode_gray(path, size, fit), None
     except ImageDecodeError as exc:
-        cause = exc.__cause__
-        return None, f"corrupt or truncated ({cause or exc})"
+        return None, f"cannot decode ({exc.__cause__ or exc})"
 
 
 def score_files(model_dir: Path, paths: list[Path], cams: bool = True) -> list[Score]:

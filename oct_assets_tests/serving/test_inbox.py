@@ -17,14 +17,14 @@ from oct_assets.definitions import defs
 from oct_assets.sensors.inbox import inbox_sensor
 from oct_assets_tests.serving.conftest import RESOURCES
 
-BAD = {
-    "bad/corrupt.jpeg": "corrupt or truncated",
-    "bad/truncated.jpeg": "corrupt or truncated",
+BAD = {  # the reasons of the one scan rule (dataset/validity.py), but for the link
+    "bad/corrupt.jpeg": "unreadable header",
+    "bad/truncated.jpeg": "no JPEG end-of-image marker",
     "bad/notes.txt": "not an image",
     "bad/empty.jpeg": "empty file",
-    "bad/dangling.jpeg": "unreadable",
-    "bad/huge.png": "huge image",
-    "bad/huge.jpeg": "huge file",
+    "bad/dangling.jpeg": "unreadable",  # refused by the inbox before hashing
+    "bad/huge.png": "size 8000x6000, expected 64 to 4096",
+    "bad/huge.jpeg": "not an image",
 }
 
 
