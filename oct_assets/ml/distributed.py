@@ -129,5 +129,8 @@ def process_group(here: Placement) -> Iterator[None]:
     log.info("rank %d of %d on %s", here.rank, here.world_size, here.device)
     try:
         yield
+        # Leave together: a rank that tears gloo down while a peer is still exchanging can
+        # abort ("terminate called without an active exception"), failing a finished job.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
