@@ -29,6 +29,7 @@ from PIL import Image
 
 from oct_assets.dataset.layout import CLASSES, SPLITS
 from oct_assets.ml.config import real_data_config
+from oct_assets.ml.formats import PREDICTIONS_CSV, read_csv_rows
 from oct_assets.ml.predict import classification_metrics, evaluate, with_uncertainty
 from oct_assets.ml.train import train
 
@@ -90,12 +91,14 @@ def score(sample: Path, config: dict, work: Path) -> tuple[dict, dict[str, np.nd
     model = work / "model"
     train(sample, model, real_data_config(**config), cache_dir=work / "cache")
     metrics = evaluate(model, sample, work / "predictions", cache_dir=work / "cache")
-    with open(work / "predictions" / "predictions.csv", newline="") as fh:
-        probs = {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in csv.DictReader(fh)}
+    rows = read_csv_rows(work / "predictions" / PREDICTIONS_CSV)
+    probs = {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in rows}
     return metrics, probs, time.perf_counter() - started
 
 
-def pooled_report(rows: list[tuple[str, str, str]], probs: dict[str, np.ndarray], images: Path):
+def pooled_report(
+    rows: list[tuple[str, str, str]], probs: dict[str, np.ndarray], widths: np.ndarray
+) -> list[str]:
     """Pooled accuracy with its patient-bootstrap interval, per-patient accuracy, and accuracy
     by scan width (the preset's input must not depend on it), as printable lines."""
     true = np.array([CLASSES.index(label) for _, label, _ in rows])
@@ -111,7 +114,6 @@ def pooled_report(rows: list[tuple[str, str, str]], probs: dict[str, np.ndarray]
         "recall " + ", ".join(f"{c} {m['per_class'][c]['recall']:.3f}" for c in CLASSES),
         f"confusion (rows true {', '.join(CLASSES)}): {m['confusion_matrix']}",
     ]
-    widths = np.array([_width(images / rel) for rel, _, _ in rows])
     right = p.argmax(1) == true
     lines.append(
         "by width: "
@@ -141,6 +143,7 @@ def main() -> None:
     images, overrides = args.images.resolve(), json.loads(args.set)
     rows = list_images(images)
     folds = patient_folds(rows, args.folds)
+    widths = np.array([_width(images / rel) for rel, _, _ in rows])  # read once, not per seed
     print(f"{len(rows)} images, {args.folds} patient folds, recipe overrides {overrides}")
     with tempfile.TemporaryDirectory(prefix="recipe_cv_") as tmp:
         work = Path(tmp)
@@ -153,7 +156,7 @@ def main() -> None:
                 m, p, secs = score(sample, config, work / f"s{seed}f{k}-out")
                 probs.update(p)
                 print(f"seed {seed} fold {k}: {m['accuracy']:.4f} ({secs:.0f} s)", flush=True)
-            for line in pooled_report(rows, probs, images):
+            for line in pooled_report(rows, probs, widths):
                 print(f"seed {seed} pooled: {line}", flush=True)
             if args.official:
                 splits = [rel.split("/", 1)[0] for rel, _, _ in rows]

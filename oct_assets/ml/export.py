@@ -75,7 +75,7 @@ def export_difference(model_dir: Path, ts_path: Path, sample_dir: Path) -> dict[
     sample = read_sample(Path(sample_dir))
     rows = sample.indices("test")
     images = decoded_images(sample, size, fit, None, config.decode_workers)
-    reader = BatchReader(sample, images, size, net.in_channels)
+    reader = BatchReader(images, net.in_channels)
     cpu = torch.device("cpu")
     ours = torch.softmax(predict_logits(net, reader, rows, cpu, 32, config.tta_flip), 1)
     module, _ = load_torchscript(ts_path)

@@ -90,7 +90,7 @@ def train_model(
             if images is None:
                 images = decoded_images(sample, config.image_size, config.fit, cache_dir, 1)
             decode_seconds = time.perf_counter() - decode_started
-            reader = BatchReader(sample, images, config.image_size, net.in_channels)
+            reader = BatchReader(images, net.in_channels)
             fit_rows, val_rows = patient_split(
                 sample, sample.indices("train"), config.val_fraction, config.seed
             )

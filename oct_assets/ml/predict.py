@@ -125,7 +125,7 @@ def evaluate(
     size, fit = meta["input"]["size"], meta["input"]["fit"]
     with deterministic_torch(config.seed, config.threads, device):
         images = decoded_images(sample, size, fit, cache_dir, config.decode_workers)
-        reader = BatchReader(sample, images, size, net.in_channels)
+        reader = BatchReader(images, net.in_channels)
         net.to(device, memory_format=torch.channels_last)
         logits = predict_logits(
             net, reader, rows, device, config.batch_size, config.tta_flip, config.amp

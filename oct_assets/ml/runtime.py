@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from oct_assets.ml.cache import DecodedImages, usable_cpus
-from oct_assets.ml.data import Sample
 from oct_assets.ml.nets import to_input
 
 
@@ -44,8 +43,8 @@ def deterministic_torch(seed: int, threads: int, device: torch.device) -> Iterat
 class BatchReader:
     """Loads a batch of sample rows from the decode cache as a network input tensor."""
 
-    def __init__(self, sample: Sample, images: DecodedImages, size: int, channels: int):
-        self.sample, self.images, self.size, self.channels = sample, images, size, channels
+    def __init__(self, images: DecodedImages, channels: int):
+        self.images, self.channels = images, channels
 
     def __call__(self, rows: np.ndarray) -> Tensor:
         return to_input(torch.from_numpy(self.images.read(rows)), self.channels)
@@ -83,4 +82,4 @@ def autocast(device: torch.device, amp: bool, cpu_bf16: bool = False):
     `cpu_bf16` (TrainConfig.cpu_bf16, training only: inference stays float32)."""
     if device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
-    return torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda")
+    return torch.autocast("cuda", dtype=torch.float16, enabled=amp)

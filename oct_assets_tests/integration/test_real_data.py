@@ -1,6 +1,5 @@
 """The real-data preset through the whole graph on real Kermany scans (patient-split sample)."""
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from PIL import Image
 from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.ml.config import REAL_DATA_DEFAULTS, real_data_config
 from oct_assets.ml.decode import decode_gray
+from oct_assets.ml.formats import PREDICTIONS_CSV, read_csv_rows
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
 from oct_assets.paths import PROJECT_ROOT
@@ -101,8 +101,8 @@ def test_preset_prediction_does_not_depend_on_scan_width(tmp_path: Path) -> None
     config = real_data_config(epochs=40, image_size=96, crop_size=84, width=8, decode_workers=1)
     train(sample, tmp_path / "model", config, cache_dir=tmp_path / "cache")
     evaluate(tmp_path / "model", sample, tmp_path / "eval", cache_dir=tmp_path / "cache")
-    with open(tmp_path / "eval" / "predictions.csv", newline="") as fh:
-        probs = {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in csv.DictReader(fh)}
+    rows_out = read_csv_rows(tmp_path / "eval" / PREDICTIONS_CSV)
+    probs = {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in rows_out}
     spread = max(
         np.abs(probs[f"{a}-x1.jpeg"] - probs[f"{b}-x1.jpeg"]).max()
         for a in originals
