@@ -105,7 +105,8 @@ def score_inbox(
     chosen: dict[str, Any],
     tmp: Path,
 ) -> dict[str, Any]:
-    from oct_assets.ml.score import contact_sheet_png, overlay_png, score_files
+    from oct_assets.ml.plots import overlay_sheet_png
+    from oct_assets.ml.score import overlay_png, score_files
 
     model_dir = data_dir() / chosen["model_dir"]
     classes = json.loads((model_dir / MODEL_JSON).read_text())["classes"]
@@ -168,7 +169,7 @@ def score_inbox(
         for r in scored[:SHEET_TILES]
     ]
     if tiles:
-        (tmp / CONTACT_SHEET_PNG).write_bytes(contact_sheet_png(tiles))
+        (tmp / CONTACT_SHEET_PNG).write_bytes(overlay_sheet_png(tiles))
     bad = [f"{r['file']}: {r['reason']}" for r in ordered if r["reason"]]
     for line in bad[:20]:
         context.log.warning(f"not scored: {line}")

@@ -1,5 +1,5 @@
 """PNG figures drawn with Pillow (no matplotlib on cluster nodes): confusion matrix, CAM grid,
-a sample's contact sheet."""
+a sample's contact sheet, an inbox's sheet of CAM overlays."""
 
 from __future__ import annotations
 
@@ -150,4 +150,19 @@ def contact_sheet_png(
             sheet.paste(
                 thumb, (left + (THUMB - thumb.width) // 2, top + (THUMB - thumb.height) // 2)
             )
+    return _png(sheet)
+
+
+def overlay_sheet_png(tiles: list[tuple[str, Path]], columns: int = 6, tile: int = 128) -> bytes:
+    """Scored scans' CAM overlays (PNG files) in a grid, each captioned (e.g. `file: CLASS
+    0.93`): the inbox's contact sheet."""
+    rows = max(1, -(-len(tiles) // columns))
+    cap = 18
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + cap)), "white")
+    draw, font = ImageDraw.Draw(sheet), label_font(11)
+    for n, (caption, png) in enumerate(tiles):
+        x, y = (n % columns) * tile, (n // columns) * (tile + cap)
+        with Image.open(png) as im:
+            sheet.paste(im.convert("RGB").resize((tile - 4, tile - 4)), (x + 2, y + 2))
+        draw.text((x + 3, y + tile), caption[:22], fill="black", font=font)
     return _png(sheet)

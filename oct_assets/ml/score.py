@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from oct_assets.dataset.validity import header_problem
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.decode import decode_gray
 from oct_assets.ml.errors import ImageDecodeError
 from oct_assets.ml.nets import to_input
-from oct_assets.ml.plots import label_font, overlay
+from oct_assets.ml.plots import overlay
 from oct_assets.ml.predict import class_activation_maps, load_model
 from oct_assets.ml.runtime import predict_logits
 
@@ -101,20 +100,4 @@ def overlay_png(score: Score) -> bytes:
         raise ValueError("only a scored scan with a CAM has an overlay")
     buf = io.BytesIO()
     overlay(score.image, score.cam).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def contact_sheet_png(tiles: list[tuple[str, Path]], columns: int = 6, tile: int = 128) -> bytes:
-    """CAM overlays in a grid, each captioned (e.g. `file: CLASS 0.93`)."""
-    rows = max(1, -(-len(tiles) // columns))
-    cap = 18
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + cap)), "white")
-    draw, font = ImageDraw.Draw(sheet), label_font(11)
-    for n, (caption, png) in enumerate(tiles):
-        x, y = (n % columns) * tile, (n // columns) * (tile + cap)
-        with Image.open(png) as im:
-            sheet.paste(im.convert("RGB").resize((tile - 4, tile - 4)), (x + 2, y + 2))
-        draw.text((x + 3, y + tile), caption[:22], fill="black", font=font)
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
     return buf.getvalue()
