@@ -147,6 +147,7 @@ def main() -> None:
     print(f"{len(rows)} images, {args.folds} patient folds, recipe overrides {overrides}")
     with tempfile.TemporaryDirectory(prefix="recipe_cv_") as tmp:
         work = Path(tmp)
+        by_seed: list[dict[str, np.ndarray]] = []
         for seed in [int(s) for s in args.seeds.split(",")]:
             config = {**overrides, "seed": seed}
             probs: dict[str, np.ndarray] = {}
@@ -156,6 +157,7 @@ def main() -> None:
                 m, p, secs = score(sample, config, work / f"s{seed}f{k}-out")
                 probs.update(p)
                 print(f"seed {seed} fold {k}: {m['accuracy']:.4f} ({secs:.0f} s)", flush=True)
+            by_seed.append(probs)
             for line in pooled_report(rows, probs, widths):
                 print(f"seed {seed} pooled: {line}", flush=True)
             if args.official:
@@ -169,6 +171,30 @@ def main() -> None:
                     f"({secs:.0f} s)",
                     flush=True,
                 )
+
+        if len(by_seed) > 1:
+            for line in seed_agreement(rows, by_seed, widths):
+                print(line, flush=True)
+
+
+def seed_agreement(
+    rows: list[tuple[str, str, str]], by_seed: list[dict[str, np.ndarray]], widths: np.ndarray
+) -> list[str]:
+    """What averaging seeds could buy: the pooled accuracy of the seeds' mean probabilities,
+    and the scans every seed gets wrong (errors that averaging seeds is unlikely to mend)."""
+    true = np.array([CLASSES.index(label) for _, label, _ in rows])
+    p = np.stack([[probs[rel] for rel, _, _ in rows] for probs in by_seed])  # seeds x scans x C
+    wrong = (p.argmax(2) != true).all(0)
+    lines = [
+        f"{len(by_seed)} seeds averaged: accuracy {(p.mean(0).argmax(1) == true).mean():.4f}",
+        f"wrong for every seed: {wrong.sum()} scans",
+    ]
+    lines += [
+        f"  {rows[i][0]} ({widths[i]} px) read as "
+        + ", ".join(sorted({CLASSES[c] for c in p[:, i].argmax(1)}))
+        for i in np.flatnonzero(wrong)
+    ]
+    return lines
 
 
 if __name__ == "__main__":
