@@ -69,10 +69,7 @@ def augment(x: Tensor, gen: torch.Generator, p: AugmentParams = AugmentParams())
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    x = x.clamp(0, 1) ** gamma.view(b, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * contrast.view(b, 1, 1, 1) + mean + bright.view(b, 1, 1, 1)
-    return x.clamp(0, 1)
+    return _contrast_brightness(x.clamp(0, 1) ** gamma.view(b, 1, 1, 1), contrast, bright)
 
 
 def random_crop(x: Tensor, gen: torch.Generator, size: int) -> Tensor:
@@ -100,6 +97,12 @@ def flip_and_jitter(
     x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
     contrast = (1 + (torch.rand(b, generator=gen) * 2 - 1) * max_contrast).to(x.device)
     bright = ((torch.rand(b, generator=gen) * 2 - 1) * max_brightness).to(x.device)
+    return _contrast_brightness(x, contrast, bright)
+
+
+def _contrast_brightness(x: Tensor, contrast: Tensor, bright: Tensor) -> Tensor:
+    """Scale each image's deviation from its mean by `contrast`, add `bright`, clip to [0, 1]."""
+    b = x.shape[0]
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast.view(b, 1, 1, 1) + mean + bright.view(b, 1, 1, 1)
     return x.clamp(0, 1)

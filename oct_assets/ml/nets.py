@@ -105,8 +105,14 @@ def centre_crop(x: Tensor, size: int) -> Tensor:
     h, w = x.shape[-2:]
     if not size or (h, w) == (size, size):
         return x
-    top, left = (h - size) // 2, (w - size) // 2
+    top, left = centre_corner(h, w, size)
     return x[..., top : top + size, left : left + size]
+
+
+def centre_corner(h: int, w: int, size: int) -> tuple[int, int]:
+    """Top-left corner of the central size x size square of an h x w image: where
+    `centre_crop` cuts, and where the CAMs of what it kept are placed back."""
+    return (h - size) // 2, (w - size) // 2
 
 
 def generalised_mean(f: Tensor, p: float) -> Tensor:

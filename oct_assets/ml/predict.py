@@ -35,7 +35,7 @@ from oct_assets.ml.metrics import (
     patient_bootstrap,
     patient_votes,
 )
-from oct_assets.ml.nets import build_net, to_input
+from oct_assets.ml.nets import build_net, centre_corner, to_input
 from oct_assets.ml.plots import cam_grid_png, confusion_matrix_png
 from oct_assets.ml.runtime import BatchReader, deterministic_torch, predict_logits
 
@@ -92,7 +92,7 @@ def _to_image_frame(cams: torch.Tensor, shape: tuple[int, int], seen: int) -> to
     inner = F.interpolate(cams, size=(seen, seen), mode="bilinear", align_corners=False)
     floor = inner.amin(dim=(2, 3), keepdim=True)
     out = floor.expand(-1, -1, h, w).clone()
-    top, left = (h - seen) // 2, (w - seen) // 2
+    top, left = centre_corner(h, w, seen)
     out[..., top : top + seen, left : left + seen] = inner
     return out
 
