@@ -36,7 +36,7 @@ from oct_assets.ml.champion import (
 from oct_assets.ml.formats import CAM_GRID_PNG, MANIFEST_JSON
 from oct_assets.paths import data_dir
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import write_json_atomic
+from oct_assets.store.publish import exclusive_lock, write_json_atomic
 from oct_assets.store.salt import is_complete, read_manifest
 
 CHAMPION = CHAMPION_ASSET
@@ -45,6 +45,8 @@ CHAMPION = CHAMPION_ASSET
 SERVING_GROUP = "serving"
 # Each evaluation asset and the model asset it scores.
 EVALUATED_MODEL = {"predictions": "trained_model", "cluster_predictions": "cluster_model"}
+# Beside the champion folders: held from reading `current.json` to rewriting it.
+PROMOTION_LOCK = ".promotion.lock"
 
 
 class ChampionConfig(Config):
@@ -124,6 +126,19 @@ def champion_model(
     context: AssetExecutionContext, config: ChampionConfig, predictions: Artifact
 ) -> Output[Artifact]:
     root = data_dir() / CHAMPION
+    # One promotion at a time, from reading the current champion to writing the new pointer:
+    # two promotions started together must end on the better model, not the one written last.
+    with exclusive_lock(root / PROMOTION_LOCK) as waited:
+        if waited:
+            context.log.info("waited for another promotion to finish")
+        return _promote(context, config, predictions, root)
+
+
+def _promote(
+    context: AssetExecutionContext, config: ChampionConfig, predictions: Artifact, root: Path
+) -> Output[Artifact]:
+    """Read the current champion, decide, build the champion folder, point `current.json` at it
+    (under the promotion lock)."""
     candidates, notes = gather_candidates(context, predictions)
     found = None if config.reset else read_current(root)
     current = Candidate.from_dict(found[1]["model"]) if found else None

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from oct_assets.ml.card import lineage
 from oct_assets.ml.champion import CHAMPION_ASSET as CHAMPION
 from oct_assets.ml.champion import read_current
+from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.formats import MODEL_JSON
 from oct_assets.paths import data_dir
 
@@ -108,6 +109,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("scans", nargs="+", type=Path, metavar="SCAN")
     p.add_argument("--cam", type=Path, help="write the CAM overlay PNG here")
     args = parser.parse_args(argv)
-    if args.command == "champion":
-        return champion()
-    return predict(args.scans, args.cam)
+    try:
+        if args.command == "champion":
+            return champion()
+        return predict(args.scans, args.cam)
+    except OctMLError as exc:  # a damaged pointer or model folder: its message names the file
+        print(f"oct_assets: {exc}", file=sys.stderr)
+        return 2

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
+
+from oct_assets.ml.errors import DamagedFileError
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -18,3 +22,16 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file this project wrote, or a `DamagedFileError` naming it (a bare JSONDecodeError
+    says neither which file nor what to do)."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise DamagedFileError(f"{path} is damaged (not UTF-8 text: {exc})") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise DamagedFileError(f"{path} is damaged (not JSON: {exc})") from exc

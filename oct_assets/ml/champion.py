@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oct_assets.ml.atomic import write_bytes
+from oct_assets.ml.atomic import read_json, write_bytes
+from oct_assets.ml.errors import DamagedFileError
 
 # The asset (and folder under the data folder) of the champion; the CLI finds it by this name.
 CHAMPION_ASSET = "champion_model"
@@ -122,15 +123,25 @@ def write_current(champion_root: Path, salt: str) -> None:
 
 
 def read_current(champion_root: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The current champion's folder and its `champion.json`, or None when there is none."""
+    """The current champion's folder and its `champion.json`, or None when there is none.
+
+    A pointer that names a missing or damaged folder is an error, never "no champion": read as
+    none, the next promotion would pass the gate as the first champion, against nothing.
+    """
     pointer = champion_root / CURRENT_JSON
     if not pointer.is_file():
         return None
-    folder = champion_root / json.loads(pointer.read_text())["salt"]
+    found = read_json(pointer)
+    if not isinstance(found, dict) or not isinstance(found.get("salt"), str):
+        raise DamagedFileError(f"{pointer} is damaged (no champion salt in it)")
+    folder = champion_root / found["salt"]
     info_path = folder / CHAMPION_JSON
     if not info_path.is_file():
-        return None
-    return folder, json.loads(info_path.read_text())
+        raise DamagedFileError(
+            f"{pointer} names champion {found['salt']}, but {info_path} is missing: restore "
+            f"that folder, or choose a champion afresh (champion_model config `reset: true`)"
+        )
+    return folder, read_json(info_path)
 
 
 def champion_info(decision: Decision, rule: dict[str, Any]) -> dict[str, Any]:

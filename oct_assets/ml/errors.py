@@ -11,3 +11,7 @@ class SampleError(OctMLError):
 
 class ImageDecodeError(OctMLError):
     """An image in the sample is missing, truncated, empty or not an image; names the path."""
+
+
+class DamagedFileError(OctMLError):
+    """A file this project wrote (a manifest, a pointer, a model) cannot be read back; names it."""

@@ -10,6 +10,11 @@ in this order:
    `DAGSTER_HOME`), `<data_dir>/<asset>/latest.json`, which names the latest salt written by any
    run on this data folder. It holds the salt only, so a copied data folder reads its own files.
 
+"Before this run started" is a timestamp, the run's first event's: storage ids are not
+comparable across storages (SQLite's default event log keeps one database per run, so a run's
+ids start again at 1). An instance that has materialised the upstream, but only after this run
+started, is an error, never a reason to read the pointer another instance may have moved.
+
 So two runs sharing a data folder never read each other's outputs through the event log; only
 the pointer, the fallback for an instance with no history, follows the data folder.
 """
@@ -28,6 +33,7 @@ from dagster import (
     OutputContext,
 )
 
+from oct_assets.ml.errors import DamagedFileError
 from oct_assets.paths import data_dir
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.publish import write_json_atomic
@@ -72,14 +78,21 @@ def recorded_salt(instance: DagsterInstance, run_id: str, key: AssetKey) -> tupl
         if mat is not None and mat.asset_key == key and "salt" in mat.metadata:
             return str(mat.metadata["salt"].value), "materialised in this run"
     first = instance.get_records_for_run(run_id, limit=1).records
-    before = first[0].storage_id if first else None
+    started = first[0].event_log_entry.timestamp if first else None
     result = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, before_storage_id=before), limit=1
+        AssetRecordsFilter(asset_key=key, before_timestamp=started), limit=1
     )
     for record in result.records:
         mat = record.asset_materialization
         if mat is not None and "salt" in mat.metadata:
             return str(mat.metadata["salt"].value), f"run {record.run_id}, before this run"
+    later = instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1).records
+    if later:
+        raise FileNotFoundError(
+            f"{key.to_user_string()} was first materialised in this Dagster instance by run "
+            f"{later[0].run_id}, after this run started; run this selection again, or include "
+            f"{key.to_user_string()} in it"
+        )
     return None, ""
 
 
@@ -92,4 +105,10 @@ def pointer_salt(asset: str) -> str:
             f"(no {pointer}); materialise it first, e.g. "
             f"`dagster asset materialize -m oct_assets.definitions --select {asset}`"
         )
-    return str(json.loads(pointer.read_text())["salt"])
+    try:
+        return str(json.loads(pointer.read_text())["salt"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DamagedFileError(
+            f"{pointer} is damaged ({exc.__class__.__name__}: {exc}); delete it and materialise "
+            f"{asset} again"
+        ) from exc

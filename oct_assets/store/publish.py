@@ -97,14 +97,15 @@ def _locked_tmp_dir(final: Path) -> tuple[Path, int]:
 
 
 @contextlib.contextmanager
-def build_lock(final: Path) -> Iterator[bool]:
-    """Hold the lock of one salted folder's build: concurrent builders of a salt take turns.
+def exclusive_lock(lock_file: Path) -> Iterator[bool]:
+    """Hold an exclusive `flock` on `lock_file` (created if need be); the kernel drops it when
+    the holder dies, kill -9 included. Yields True when another holder had it first.
 
-    Yields True when another builder held the lock first (the caller should look again whether
-    `final` is complete now). The lock file `.<salt>.lock` stays: removing it would race.
+    The lock file stays: removing it would let a newcomer lock a fresh file while a waiter
+    still holds the old one.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         waited = False
         try:
@@ -115,6 +116,13 @@ def build_lock(final: Path) -> Iterator[bool]:
         yield waited
     finally:
         os.close(fd)
+
+
+def build_lock(final: Path) -> contextlib.AbstractContextManager[bool]:
+    """The lock of one salted folder's build (`.<salt>.lock`): concurrent builders of a salt
+    take turns. True when another builder held it first (look again whether `final` is
+    complete now)."""
+    return exclusive_lock(final.with_name(f".{final.name}.lock"))
 
 
 @contextlib.contextmanager

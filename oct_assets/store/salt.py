@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from oct_assets.ml.atomic import read_json
+from oct_assets.ml.errors import DamagedFileError
 from oct_assets.ml.formats import MANIFEST_JSON
 from oct_assets.paths import data_dir
 
@@ -44,4 +46,7 @@ def is_complete(folder: Path) -> bool:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest of a complete salted folder."""
-    return json.loads((folder / MANIFEST_JSON).read_text())
+    manifest = read_json(folder / MANIFEST_JSON)
+    if not isinstance(manifest, dict):
+        raise DamagedFileError(f"{folder / MANIFEST_JSON} is damaged (not a JSON object)")
+    return manifest

@@ -155,3 +155,48 @@ def test_content_fingerprint_sees_an_edit_that_keeps_size_and_mtime(tiny_tree: P
     after_scan = scan_tree(tiny_tree)
     assert after_scan.fingerprint == before[0]  # stat-only: documented blind spot
     assert content_fingerprint(tiny_tree, after_scan.records) != before[1]
+
+
+def _instance(kind: str, home: Path, request: pytest.FixtureRequest) -> DagsterInstance:
+    """A persistent instance of one of the storages Dagster ships, in `home`."""
+    home.mkdir(parents=True, exist_ok=True)
+    if kind == "sqlite":  # the default of a DAGSTER_HOME with no dagster.yaml: one db per run
+        return DagsterInstance.from_config(str(home))
+    if kind == "consolidated sqlite":
+        (home / "dagster.yaml").write_text(
+            "event_log_storage:\n"
+            "  module: dagster.core.storage.event_log\n"
+            "  class: ConsolidatedSqliteEventLogStorage\n"
+            f"  config: {{base_dir: {home / 'history'}}}\n"
+        )
+        return DagsterInstance.from_config(str(home))
+    postgres = request.getfixturevalue("postgres").create_database(f"lineage_{home.parent.name}")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    for key, value in postgres.env().items():
+        monkeypatch.setenv(key, value)
+    shutil.copy(Path(__file__).parents[2] / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    return DagsterInstance.from_config(str(home))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "consolidated sqlite", "postgres"])
+def test_a_partial_selection_reads_its_own_instances_upstream(
+    tiny_tree: Path, data_env: Path, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """H1 samples with one setting, H2 (another instance, same data folder) with another and
+    moves `latest.json`; H1's `trained_model` alone still trains on H1's sample."""
+    h1 = _instance(kind, tmp_path / "h1", request)
+    try:
+        sample_only = ["raw_oct_images", "reduced_sample"]
+        mine = _materialize(h1, selection=sample_only)
+        theirs = _materialize(
+            DagsterInstance.ephemeral(), selection=sample_only, sample={"seed": 9}
+        )
+        my_sample = metadata(mine, "reduced_sample")["salt"]
+        assert metadata(theirs, "reduced_sample")["salt"] != my_sample
+        pointer = json.loads((data_env / "reduced_sample" / "latest.json").read_text())
+        assert pointer["salt"] != my_sample  # the shared pointer names H2's sample now
+        model = _materialize(h1, selection=["trained_model"])
+        folder = Path(metadata(model, "trained_model")["path"])
+        assert read_manifest(folder)["upstream"]["reduced_sample"] == my_sample
+    finally:
+        h1.dispose()

@@ -6,16 +6,12 @@ temporary folder, and stopped at the end. Without it (or without `dagster-postgr
 skip, or fail when `OCT_REQUIRE_CLUSTER_TESTS=1` (CI).
 """
 
-import glob
 import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from oct_assets_tests.services.postgres import Postgres, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -34,103 +32,6 @@ FAST = {
     },
     "execution": {"config": {"in_process": {}}},  # one process: 2 shared cores in CI
 }
-
-
-def unavailable(message: str) -> None:
-    if os.environ.get("OCT_REQUIRE_CLUSTER_TESTS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        unavailable("PostgreSQL server not installed (.ci/install_ui.sh installs it, as root)")
-    return Path(found[-1]).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Postgres:
-    port: int
-    user: str
-    password: str
-    db: str
-
-    def env(self) -> dict[str, str]:
-        """What `deploy/dagster.yaml` reads."""
-        return {
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": str(self.port),
-            "DAGSTER_PG_USERNAME": self.user,
-            "DAGSTER_PG_PASSWORD": self.password,
-            "DAGSTER_PG_DB": self.db,
-        }
-
-    def query(self, sql: str) -> list[tuple]:
-        import psycopg2
-
-        with (
-            psycopg2.connect(
-                host="127.0.0.1",
-                port=self.port,
-                user=self.user,
-                password=self.password,
-                dbname=self.db,
-            ) as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute(sql)
-            return cur.fetchall()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    """A PostgreSQL server of its own on 127.0.0.1, password-authenticated, with an empty db."""
-    try:
-        import psycopg2
-    except ImportError:
-        unavailable("psycopg2 is not installed (pip install -e '.[test]')")
-    bin_dir = postgres_bin()
-    # Under /tmp and owned by the server's user: postgres refuses to run as root.
-    root = Path(tempfile.mkdtemp(prefix="oct_pg_", dir="/tmp"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    password = secrets.token_urlsafe(16)
-    pwfile = root / "pw"
-    pwfile.write_text(password)
-    if as_postgres:
-        shutil.chown(pwfile, "postgres")
-    data, port = root / "data", free_port()
-
-    def run(*command: object) -> None:
-        cmd = [*as_postgres, *map(str, command)]
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
-
-    run(bin_dir / "initdb", "-D", data, "-U", "dagster", "--auth=scram-sha-256",
-        f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions")  # fmt: skip
-    pwfile.unlink()
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
-    run(bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", root / "server.log", "-w", "start")
-    try:
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=port, user="dagster", password=password, dbname="postgres"
-        )
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("CREATE DATABASE oct_dagster")
-        conn.close()
-        yield Postgres(port, "dagster", password, "oct_dagster")
-    finally:
-        run(bin_dir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

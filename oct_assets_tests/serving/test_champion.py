@@ -3,13 +3,18 @@ better, worse, or on another test split."""
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from dagster import AssetMaterialization, DagsterInstance, MetadataValue, materialize
 
+from oct_assets.assets import champion as champion_assets
 from oct_assets.assets.champion import champion_model
 from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.ml.champion import CHAMPION_JSON, read_current
+from oct_assets.ml.errors import DamagedFileError
 from oct_assets_tests.serving.conftest import RESOURCES
 
 
@@ -122,3 +127,78 @@ def test_no_eligible_candidate_and_no_champion_fails_saying_why(trained: Path) -
     error = result.failure_data_for_node("champion_model").error.to_string()
     assert "no champion" in error and "below the floor" in error
     assert read_current(trained / "champion_model") is None
+
+
+def _set_local_accuracy(data: Path, accuracy: float) -> None:
+    """Give the local evaluation another accuracy (this test's copy of the data folder)."""
+    [local] = [p for p in (data / "predictions").iterdir() if (p / "manifest.json").is_file()]
+    manifest = json.loads((local / "manifest.json").read_text())
+    manifest["metrics"]["accuracy"] = accuracy
+    (local / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_concurrent_promotions_end_on_the_better_model(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Promotion B (0.900) reads the 0.875 champion and is slow to decide; promotion A (0.975)
+    starts meanwhile. Whatever the order of their writes, the 0.975 model ends as champion."""
+    _set_local_accuracy(trained, 0.875)
+    materialise_champion(DagsterInstance.ephemeral(), accuracy_floor=0.0)
+    instances = {"a": DagsterInstance.ephemeral(), "b": DagsterInstance.ephemeral()}
+    models = {
+        "a": fake_cluster_evaluation(trained, instances["a"], "a", 0.975),
+        "b": fake_cluster_evaluation(trained, instances["b"], "b", 0.900),
+    }
+    b_deciding = threading.Event()
+    original = champion_assets.decide
+
+    def slow_for_b(*args, **kwargs):
+        if threading.current_thread().name == "b":
+            b_deciding.set()
+            time.sleep(4)  # without the lock, A reads, decides and writes in this time
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(champion_assets, "decide", slow_for_b)
+    results: dict[str, dict] = {}
+
+    def promote(name: str) -> None:
+        try:
+            results[name] = materialise_champion(instances[name], accuracy_floor=0.0)
+        finally:
+            b_deciding.set()
+
+    threads = {n: threading.Thread(target=promote, args=(n,), name=n) for n in ("b", "a")}
+    threads["b"].start()
+    assert b_deciding.wait(300)
+    threads["a"].start()
+    for t in threads.values():
+        t.join(300)
+    assert set(results) == {"a", "b"}
+    _, info = read_current(trained / "champion_model")
+    assert info["model"]["model_salt"] == models["a"]
+    assert info["model"]["accuracy"] == 0.975
+
+
+def test_a_pointer_to_a_missing_champion_is_an_error_not_a_first_champion(trained: Path) -> None:
+    materialise_champion(DagsterInstance.ephemeral(), accuracy_floor=0.0)
+    pointer = trained / "champion_model" / "current.json"
+    pointer.write_text(json.dumps({"salt": "0123456789abcdef"}))
+    result = materialize(
+        [*LOCAL_GRAPH, champion_model],
+        selection=[champion_model],
+        instance=DagsterInstance.ephemeral(),
+        resources=RESOURCES,
+        run_config={"ops": {"champion_model": {"config": {"accuracy_floor": 0.0}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.failure_data_for_node("champion_model").error.to_string()
+    assert str(pointer) in error and "0123456789abcdef" in error and "reset: true" in error
+    assert json.loads(pointer.read_text())["salt"] == "0123456789abcdef"  # nothing reset
+    # Choosing afresh is said in the config, and then works.
+    again = materialise_champion(DagsterInstance.ephemeral(), accuracy_floor=0.0, reset=True)
+    assert again["promoted"] is True
+    # A pointer that is not JSON names itself too.
+    pointer.write_text("{not json")
+    with pytest.raises(DamagedFileError, match=r"current\.json is damaged"):
+        read_current(trained / "champion_model")
