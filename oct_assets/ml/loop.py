@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oct_assets.ml import checkpoint
 from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.augment import training_batch
 from oct_assets.ml.cache import decoded_images, usable_cpus
+from oct_assets.ml.checkpoint import (
+    CHECKPOINT_PT,
+    Checkpointing,
+    Progress,
+    TrainingStopped,
+    run_identity,
+    stop_signals,
+)
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
 from oct_assets.ml.distributed import Placement, placement, process_group
@@ -48,6 +58,7 @@ def train_model(
     config: TrainConfig,
     cache_dir: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train on the sample's train split and write out_dir/model.pt and out_dir/model.json.
 
@@ -63,9 +74,17 @@ def train_model(
     learning rate schedule and images per step at any world size. BatchNorm statistics are
     per rank (over batch_size / world_size images): keep that at 16 or more.
 
+    With `checkpoint_dir`, the run checkpoints there at every epoch end and, told to stop
+    (`checkpoint.STOP_SIGNALS`), at the next step, then raises `TrainingStopped`; started again
+    with a checkpoint there, it resumes from it, and its model.pt is byte-identical to an
+    uninterrupted run's (model.json differs in timings and `resumed_from_*`).
+
     Raises:
         OctMLError: empty class, undecodable image, bad image size or architecture, a
             batch_size that the world size does not divide.
+        CheckpointMismatchError: the checkpoint there was written for another sample,
+            config, world size or device (before anything is decoded).
+        TrainingStopped: told to stop; the checkpoint to resume from is written.
     """
     started = time.perf_counter()
     sample = read_sample(Path(sample_dir))
@@ -76,7 +95,11 @@ def train_model(
             f"TrainConfig.batch_size={config.batch_size} is the global batch and must be "
             f"a multiple of the world size {here.world_size}"
         )
-    with process_group(here):
+    identity = run_identity(sample.salt, config, here.world_size, here.device.type)
+    saved = None
+    if checkpoint_dir is not None:
+        saved = checkpoint.load(Path(checkpoint_dir) / CHECKPOINT_PT, identity)
+    with process_group(here), stop_signals() if checkpoint_dir else nullcontext() as signals:
         threads = config.threads or max(1, usable_cpus() // here.local_world_size)
         with deterministic_torch(config.seed, threads, here.device):
             net = build_net(config, len(sample.classes))  # checks image_size before decoding
@@ -94,7 +117,10 @@ def train_model(
             fit_rows, val_rows = patient_split(
                 sample, sample.indices("train"), config.val_fraction, config.seed
             )
-            result = _fit(net, reader, sample, fit_rows, val_rows, config, here, on_epoch)
+            ckpt = None
+            if checkpoint_dir is not None:
+                ckpt = Checkpointing(Path(checkpoint_dir) / CHECKPOINT_PT, identity, saved, signals)
+            result = _fit(net, reader, sample, fit_rows, val_rows, config, here, on_epoch, ckpt)
     state = result.pop("state")
     metrics = {
         **result,
@@ -162,17 +188,12 @@ def _fit(
     config: TrainConfig,
     here: Placement,
     on_epoch: Callable[[dict], None] | None,
+    ckpt: Checkpointing | None,
 ) -> dict[str, Any]:
     device, amp = here.device, config.amp and here.device.type == "cuda"
     rng = np.random.default_rng(config.seed)  # the same shuffles on every rank
     gen = torch.Generator().manual_seed(config.seed + here.rank)  # augmentation differs per rank
     net.to(device, memory_format=torch.channels_last)  # faster oneDNN/cuDNN kernels
-    model = net
-    if here.distributed:  # copies rank 0's weights to all, then averages gradients over ranks
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        model = DistributedDataParallel(net, device_ids=ids)
     decay = [p for n, p in net.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in net.named_parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW(
@@ -191,14 +212,34 @@ def _fit(
         opt, warmup_cosine(config.epochs * steps_per_epoch, config.warmup)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)  # fp16 gradients need loss scaling
+    modules = {"net": net, "opt": opt, "sched": sched, "scaler": scaler}
+    run = Progress()
+    if ckpt is not None and ckpt.saved is not None:
+        run = checkpoint.restore(ckpt.saved, here, modules, rng, gen)
+        ckpt.saved = None  # free its tensors
+        log.info("resuming from %s in epoch %d at step %d", ckpt.path, run.epoch, run.step)
+    resumed = (run.epoch, run.step) if run.epoch > 1 or run.step else (None, None)
+    model = net
+    if here.distributed:  # copies rank 0's weights to all, then averages gradients over ranks
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(net, device_ids=ids)
     labels = torch.from_numpy(sample.labels)
-    best: dict[str, Any] = {"score": None}
-    history, seen, train_seconds = [], 0, 0.0
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
+    n_seen = steps_per_epoch * bs
+    record = run.history[-1] if run.history else {}
+    while not run.finished and run.epoch <= config.epochs:
+        epoch, t0 = run.epoch, time.perf_counter() - run.elapsed
+        shuffle = rng.bit_generator.state  # how this epoch's batches are drawn (again)
         model.train()
-        loss_sum, correct = 0.0, 0
-        for rows in epoch_batches(fit_rows, rng, bs, here):
+        batches = epoch_batches(fit_rows, rng, bs, here)
+        for step in range(run.step, steps_per_epoch):
+            if ckpt is not None and ckpt.stop_requested(here):
+                run.step, run.elapsed = step, time.perf_counter() - t0
+                checkpoint.write(ckpt, here, run, shuffle, modules, gen)
+                here.barrier()  # rank 0 has written: now every rank may leave
+                raise TrainingStopped(ckpt.signals, ckpt.path, epoch, step)
+            rows = batches[step]
             x = reader(rows).to(device, non_blocking=True)
             # on the device; the random draws stay on the CPU, so every device draws alike
             x = training_batch(x, gen, config.crop_size, config.augment)
@@ -211,19 +252,18 @@ def _fit(
             scaler.step(opt)
             scaler.update()
             sched.step()
-            loss_sum += loss.item() * len(rows)
-            correct += int((logits.argmax(1) == y).sum())
-        loss_sum, correct = here.sum([loss_sum, correct])
+            run.loss_sum += loss.item() * len(rows)
+            run.correct += int((logits.argmax(1) == y).sum())
+        loss_sum, correct = here.sum([run.loss_sum, run.correct])
         if not math.isfinite(loss_sum):  # checked on every rank alike, so all stop together
             raise OctMLError(
                 f"training diverged (loss {loss_sum}) in epoch {epoch}; "
                 f"lower TrainConfig.learning_rate (now {config.learning_rate})"
             )
-        n_seen = steps_per_epoch * bs
-        seen += n_seen
+        run.seen += n_seen
         epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
-        record: dict[str, Any] = {
+        run.train_seconds += epoch_seconds
+        record = {
             "epoch": epoch,
             "epochs": config.epochs,
             "train_loss": round(loss_sum / n_seen, 5),
@@ -245,28 +285,35 @@ def _fit(
             log.info("epoch %s", json.dumps(record))
             if on_epoch is not None:
                 on_epoch(dict(record))
+            best = run.best
             if best["score"] is None or score > best["score"]:
                 state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                best = {"score": score, "epoch": epoch, "state": state, "record": record}
-            stop = bool(config.patience and epoch - best["epoch"] >= config.patience)
+                run.best = {"score": score, "epoch": epoch, "state": state, "record": record}
+            stop = bool(config.patience and epoch - run.best["epoch"] >= config.patience)
             if stop:
                 log.info("early stop: no better validation score for %d epochs", config.patience)
-        history.append(record)
-        if here.broadcast_flag(stop):
-            break
+        run.history.append(record)
+        run.finished = here.broadcast_flag(stop)
+        run.epoch, run.step, run.loss_sum, run.correct, run.elapsed = epoch + 1, 0, 0.0, 0, 0.0
+        if ckpt is not None:
+            checkpoint.write(ckpt, here, run, rng.bit_generator.state, modules, gen)
+    best = run.best
     final = best.get("record", record)  # other ranks keep no best epoch: they write nothing
     return {
         "state": best.get("state"),
         "best_epoch": best.get("epoch"),
-        "epochs_run": len(history),
+        "epochs_run": len(run.history),
         "train_loss": final["train_loss"],
         "train_accuracy": final["train_accuracy"],
         "val_loss": final.get("val_loss"),
         "val_accuracy": final.get("val_accuracy"),
-        "train_seconds": round(train_seconds, 3),
-        "images_per_second": round(seen / train_seconds, 2) if train_seconds else 0.0,
+        "train_seconds": round(run.train_seconds, 3),
+        "images_per_second": round(run.seen / run.train_seconds, 2) if run.train_seconds else 0.0,
         "amp": amp,
-        "history": history,
+        "resumed_from_epoch": resumed[0],
+        "resumed_from_step": resumed[1],
+        "checkpoint_seconds": round(run.checkpoint_seconds, 3),
+        "history": run.history,
     }
 
 

@@ -10,6 +10,11 @@ The same command runs data-parallel under torchrun, one process per GPU (or CPU 
     torchrun --nproc_per_node 4 -m oct_assets.ml.train --sample S --out O --config C.json
 
 Rank 0 alone writes `--out` and talks to Dagster Pipes; the other ranks log warnings only.
+
+With `--checkpoint-dir D` the run checkpoints into D at every epoch end and when told to stop
+(SIGTERM, SIGUSR2, SIGINT: it exits 128 + the signal's number after the checkpoint), and
+resumes from D's checkpoint when started again with the same sample, config and world size.
+Without it nothing is checkpointed and those signals keep their default effect.
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ def train(
     config: TrainConfig,
     cache_dir: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """`loop.train_model` (see there), imported on call so spawned decode workers that
     re-import this module stay free of torch."""
     from oct_assets.ml.loop import train_model
 
-    return train_model(Path(sample_dir), Path(out_dir), config, cache_dir, on_epoch)
+    return train_model(Path(sample_dir), Path(out_dir), config, cache_dir, on_epoch, checkpoint_dir)
 
 
 def _pipes_context() -> AbstractContextManager[Any]:
@@ -67,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder for model.pt/json")
     parser.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
     parser.add_argument("--cache-dir", type=Path, help="decode cache folder")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="checkpoint every epoch (and on SIGTERM/SIGUSR2/SIGINT) here; resume from it",
+    )
     args = parser.parse_args(argv)
     rank = os.environ.get("RANK", "0")  # set by torchrun; the loop validates it
     who = f"rank {rank} " if "RANK" in os.environ else ""
@@ -80,13 +91,25 @@ def main(argv: list[str] | None = None) -> int:
                 raise OctMLError(f"{args.config} must hold a JSON object of TrainConfig fields")
             config = TrainConfig.from_dict(raw)
             on_epoch = (lambda r: pipes.log.info(f"epoch {json.dumps(r)}")) if pipes else None
-            metrics = train(args.sample, args.out, config, args.cache_dir, on_epoch)
+            metrics = train(
+                args.sample, args.out, config, args.cache_dir, on_epoch, args.checkpoint_dir
+            )
         except (OSError, ValueError) as exc:  # OctMLError is a ValueError
             message = f"error: {exc}".splitlines()[0]
             print(message, file=sys.stderr)
             if pipes is not None:
                 pipes.log.error(message)
             return 2
+        except Exception as exc:
+            # Imported here: this module stays free of torch (see above); the loop has it.
+            from oct_assets.ml.checkpoint import TrainingStopped
+
+            if not isinstance(exc, TrainingStopped):
+                raise
+            log.warning("%s", exc)  # told to stop, checkpoint written: exit as the signal asks
+            if pipes is not None:
+                pipes.log.warning(str(exc))
+            return 128 + exc.signum
         summary = {k: v for k, v in metrics.items() if k != "history"}
         if pipes is not None:
             pipes.report_asset_materialization(metadata=summary)
