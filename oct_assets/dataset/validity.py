@@ -13,9 +13,11 @@ file's path; no file's problem is raised. PIL loads on first use, so loading the
 definitions stays light.
 """
 
+import io
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 FORMATS = ("JPEG", "PNG")
 MODES = ("L", "RGB")  # 8 bits per channel; 16-bit ("I;16", "I") and float ("F") are refused
@@ -29,25 +31,37 @@ def header_problem(path: Path) -> str | None:
     """Why `path` is not a scan by its header (format, mode, size, end marker), else None."""
 
     def check() -> str | None:
-        from PIL import Image
-
         size = path.stat().st_size
         if size == 0:
             return "empty file (0 bytes)"
         with open(path, "rb") as f:
-            with Image.open(f) as img:
-                why = _header_rule(img.format, img.mode, img.size)
-                img_format = img.format
-            if why is None and img_format == "JPEG":
-                f.seek(max(0, size - JPEG_TAIL_BYTES))
-                if JPEG_END not in f.read():
-                    why = (
-                        "no JPEG end-of-image marker in its last KiB "
-                        "(truncated, or trailing data after the image)"
-                    )
-        return why
+            return _header_check(f, size)
 
     return _reason(check, "unreadable header")
+
+
+def header_problem_bytes(data: bytes) -> str | None:
+    """`header_problem` of a file already read into memory (the inbox hashes and decodes the
+    very bytes it read once, so the file is never opened again)."""
+    if not data:
+        return "empty file (0 bytes)"
+    return _reason(lambda: _header_check(io.BytesIO(data), len(data)), "unreadable header")
+
+
+def _header_check(f: BinaryIO, size: int) -> str | None:
+    from PIL import Image
+
+    with Image.open(f) as img:
+        why = _header_rule(img.format, img.mode, img.size)
+        img_format = img.format
+    if why is None and img_format == "JPEG":
+        f.seek(max(0, size - JPEG_TAIL_BYTES))
+        if JPEG_END not in f.read():
+            why = (
+                "no JPEG end-of-image marker in its last KiB "
+                "(truncated, or trailing data after the image)"
+            )
+    return why
 
 
 def decode_problem(path: Path) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -15,8 +16,9 @@ BAND_HEIGHT = 0.65  # share of the scan's rows kept by fit="band"
 BAND_RPE_AT = 0.62  # where the brightest (RPE) rows land inside the band, from the top
 
 
-def decode_gray(path: Path, size: int, fit: str) -> np.ndarray:
-    """Decode one scan to a `size` x `size` uint8 grayscale array.
+def decode_gray(path: Path | BinaryIO, size: int, fit: str) -> np.ndarray:
+    """Decode one scan (a path, or bytes already read as `io.BytesIO`: the same pixels) to a
+    `size` x `size` uint8 grayscale array.
 
     JPEG draft mode lets libjpeg decode straight to grayscale at a reduced DCT scale (still
     at least the rows and columns the fit needs), which is most of the speed-up over a

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oct_assets.dataset.validity import header_problem
+from oct_assets.dataset.inbox import read_scan_file
+from oct_assets.dataset.validity import header_problem_bytes
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.decode import decode_gray
 from oct_assets.ml.errors import ImageDecodeError
@@ -40,56 +41,79 @@ class Score:
     cam: np.ndarray | None = None  # CAM of the predicted class, the image's shape
 
 
-def decode_scan(path: Path, size: int, fit: str) -> tuple[np.ndarray | None, str | None]:
-    """The model input square of a scan, or the reason it cannot be had: the project's one
-    scan rule (`dataset.validity`, whose header part every training image passed too), then
-    the decode itself."""
-    problem = header_problem(path)
+def decode_scan(data: bytes, size: int, fit: str) -> tuple[np.ndarray | None, str | None]:
+    """The model input square of a scan's bytes, or the reason it cannot be had: the project's
+    one scan rule (`dataset.validity`, whose header part every training image passed too), then
+    the decode itself. Bytes, not a path: what is decoded is what was hashed."""
+    problem = header_problem_bytes(data)
     if problem is not None:
         return None, problem
     try:
-        return decode_gray(path, size, fit), None
+        return decode_gray(io.BytesIO(data), size, fit), None
     except ImageDecodeError as exc:
         return None, f"cannot decode ({exc.__cause__ or exc})"
 
 
+class Scorer:
+    """A model folder loaded once; scores batches of decoded scans (the inbox streams through
+    it, so only one batch of input squares is ever held)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.net, meta = load_model(Path(model_dir))
+        self.tta_flip = TrainConfig.from_saved(meta["config"]).tta_flip
+        self.classes = list(meta["classes"])
+        self.size, self.fit = meta["input"]["size"], meta["input"]["fit"]
+
+    def decode(self, data: bytes) -> tuple[np.ndarray | None, str | None]:
+        """`decode_scan` at this model's input size and fit."""
+        return decode_scan(data, self.size, self.fit)
+
+    def score(self, images: list[np.ndarray], cams: bool = True) -> list[Score]:
+        """One `Score` with probabilities (and the CAM of the predicted class) per image."""
+        scores = [Score() for _ in images]
+        if not images:
+            return scores
+        stacked = np.stack(images)
+        net = self.net
+
+        def reader(rows: np.ndarray) -> torch.Tensor:
+            return to_input(torch.from_numpy(stacked[rows]), net.in_channels)
+
+        rows = np.arange(len(images))
+        logits = predict_logits(net, reader, rows, torch.device("cpu"), BATCH, self.tta_flip)
+        probs = torch.softmax(logits, 1).numpy().astype(np.float64)
+        for k, p in enumerate(probs):
+            scores[k].probabilities = [float(x) for x in p]
+            scores[k].predicted = self.classes[int(p.argmax())]
+            scores[k].image = stacked[k]
+        if cams:
+            for start in range(0, len(images), BATCH):
+                maps = class_activation_maps(net, stacked[start : start + BATCH])
+                for j, cam in enumerate(maps):
+                    scores[start + j].cam = cam[int(probs[start + j].argmax())]
+        return scores
+
+
 def score_files(model_dir: Path, paths: list[Path], cams: bool = True) -> list[Score]:
-    """Score every path with the model in `model_dir`; one `Score` per path, in order."""
-    net, meta = load_model(Path(model_dir))
-    config = TrainConfig.from_saved(meta["config"])
-    classes = list(meta["classes"])
-    size, fit = meta["input"]["size"], meta["input"]["fit"]
+    """Score every path with the model in `model_dir`; one `Score` per path, in order.
+
+    Each file is read once (`read_scan_file`: regular files only, never blocking), then hashed
+    and decoded from those bytes, exactly as the inbox does.
+    """
+    scorer = Scorer(model_dir)
     scores = [Score() for _ in paths]
     good: list[int] = []
     pixels: list[np.ndarray] = []
     for i, path in enumerate(paths):
-        image, reason = decode_scan(Path(path), size, fit)
-        if reason is not None:
+        read = read_scan_file(Path(path))
+        image, reason = (None, read.reason) if read.data is None else scorer.decode(read.data)
+        if image is None:
             scores[i].reason = reason
         else:
             good.append(i)
             pixels.append(image)
-    if not good:
-        return scores
-    images = np.stack(pixels)
-
-    def reader(rows: np.ndarray) -> torch.Tensor:
-        return to_input(torch.from_numpy(images[rows]), net.in_channels)
-
-    rows = np.arange(len(good))
-    logits = predict_logits(net, reader, rows, torch.device("cpu"), BATCH, config.tta_flip)
-    probs = torch.softmax(logits, 1).numpy().astype(np.float64)
-    for k, i in enumerate(good):
-        p = probs[k]
-        scores[i].probabilities = [float(x) for x in p]
-        scores[i].predicted = classes[int(p.argmax())]
-        scores[i].image = images[k]
-    if cams:
-        for start in range(0, len(good), BATCH):
-            maps = class_activation_maps(net, images[start : start + BATCH])
-            for j, cam in enumerate(maps):
-                k = start + j
-                scores[good[k]].cam = cam[int(probs[k].argmax())]
+    for i, s in zip(good, scorer.score(pixels, cams), strict=True):
+        scores[i] = s
     log.info("scored %d of %d files (%d refused)", len(good), len(paths), len(paths) - len(good))
     return scores
 

@@ -1,6 +1,6 @@
-"""`inbox_sensor`: notices scans added, removed, changed or touched in the inbox (stat only, no
-file is opened) or a new champion, and requests `inbox_predictions`. Off by default: it starts
-runs whenever the inbox changes."""
+"""`inbox_sensor`: notices scans added, removed, changed, touched or replaced in the inbox (stat
+only, streamed: no file is opened, memory does not grow with the inbox) or a new champion, and
+requests `inbox_predictions`. Off by default: it starts runs whenever the inbox changes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dagster import (
 
 from oct_assets.assets.champion import CHAMPION
 from oct_assets.assets.inbox import inbox_predictions
-from oct_assets.dataset.inbox import inbox_fingerprint, scan_inbox
+from oct_assets.dataset.inbox import inbox_fingerprint, walk_inbox
 from oct_assets.ml.champion import read_current
 from oct_assets.paths import data_dir, inbox_dir
 
@@ -40,12 +40,12 @@ def inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     if current is None:
         return SkipReason("no champion yet: materialise champion_model first")
     champion = current[0].name
-    entries, _ = scan_inbox(root)
-    state = {"root": str(root), "fingerprint": inbox_fingerprint(entries), "champion": champion}
+    fingerprint, n_files = inbox_fingerprint(walk_inbox(root))
+    state = {"root": str(root), "fingerprint": fingerprint, "champion": champion}
     previous = json.loads(context.cursor) if context.cursor else {}
     if previous == state:
         return SkipReason(f"no scan added, removed or touched under {root}; same champion")
-    if not entries:
+    if not n_files:
         return SensorResult(skip_reason=f"inbox {root} is empty", cursor=json.dumps(state))
     why = (
         "first tick"
