@@ -19,6 +19,7 @@ from oct_assets.dataset.scan import (
 )
 from oct_assets.paths import images_dir, images_dir_is_explicit
 from oct_assets.store.artifact import Artifact
+from oct_assets.store.publish import exclusive_lock
 from oct_assets.store.salt import read_manifest
 
 CONTACT_SHEET = "contact_sheet.png"
@@ -27,13 +28,19 @@ CONTACT_SHEET = "contact_sheet.png"
 def _ensure_images(context: AssetExecutionContext) -> Path:
     """The image root; generates the embedded synthetic set when the default root is absent."""
     root = images_dir()
-    if not root.exists() and not images_dir_is_explicit():
-        from oct_assets.dataset.synthetic import make_synthetic_oct2017
+    if root.exists() or images_dir_is_explicit():
+        return root
+    from oct_assets.dataset.synthetic import make_synthetic_oct2017
 
-        context.log.warning(
-            f"{SYNTHETIC_WARNING}: no images at {root}, generating a demo set there"
-        )
-        make_synthetic_oct2017(root)
+    # Two first runs on an empty data folder: one generates, the other waits and uses it.
+    with exclusive_lock(root.with_name(f".{root.name}.lock")) as waited:
+        if not root.exists():
+            context.log.warning(
+                f"{SYNTHETIC_WARNING}: no images at {root}, generating a demo set there"
+            )
+            make_synthetic_oct2017(root)
+        elif waited:
+            context.log.info(f"waited for another run to generate the demo set at {root}")
     return root
 
 

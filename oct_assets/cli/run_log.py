@@ -42,7 +42,7 @@ def step_line(record: logging.LogRecord) -> str | None:
         kind = event.event_type_value
         if kind == "STEP_FAILURE":
             error = event.event_specific_data.error
-            return f"{step}: FAILED: {error.message.strip().splitlines()[-1] if error else text}"
+            return f"{step}: FAILED: {root_cause(error) if error else text}"
         if kind == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             verdict = "passed" if evaluation.passed else "FAILED"
@@ -59,6 +59,15 @@ def step_line(record: logging.LogRecord) -> str | None:
     if text.startswith(SHOWN_PREFIXES):
         return f"{step}: {text}"
     return None
+
+
+def root_cause(error: Any) -> str:
+    """The innermost cause of a Dagster error, as one line: "Error occurred while executing
+    op" says nothing; the `OSError: [Errno 28] No space left on device: ...` under it does."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines()
+    return lines[-1] if lines else error.cls_name or "unknown error"
 
 
 def epoch_line(text: str) -> str:

@@ -29,12 +29,14 @@ from dagster import (
     ConfigurableIOManager,
     DagsterEventType,
     DagsterInstance,
+    InitResourceContext,
     InputContext,
     OutputContext,
 )
 
 from oct_assets.ml.errors import DamagedFileError
 from oct_assets.paths import data_dir
+from oct_assets.resources.run_liveness import bind_step_to_run
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.publish import write_json_atomic
 from oct_assets.store.salt import is_complete, salted_dir
@@ -43,7 +45,15 @@ POINTER_NAME = "latest.json"
 
 
 class LatestArtifactIOManager(ConfigurableIOManager):
-    """Stores an `Artifact` as its salt; loads the salt this run produced or started from."""
+    """Stores an `Artifact` as its salt; loads the salt this run produced or started from.
+
+    Every asset and check step uses it, so it is also where a step binds its life to its run's
+    (`run_liveness`): set up in each step process, before any step code runs.
+    """
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if context.dagster_run is not None:
+            bind_step_to_run(context.instance, context.dagster_run)
 
     def handle_output(self, context: OutputContext, obj: Artifact) -> None:
         pointer = data_dir() / obj.asset / POINTER_NAME
