@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oct_assets.ml.atomic import write_bytes
+from oct_assets.ml.atomic import read_json, write_bytes
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
 from oct_assets.ml.distributed import resolve_device
-from oct_assets.ml.errors import OctMLError
+from oct_assets.ml.errors import DamagedFileError, OctMLError
 from oct_assets.ml.formats import (
     CAM_GRID_PNG,
     CONFUSION_MATRIX_PNG,
@@ -51,11 +51,20 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
     for p in (meta_path, weights_path):
         if not p.is_file():
             raise OctMLError(f"model folder {model_dir} has no {p.name}")
-    meta = json.loads(meta_path.read_text())
-    config = TrainConfig.from_saved(meta["config"])
-    net = build_net(config, len(meta["classes"]))
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
+    meta = read_json(meta_path)
+    try:
+        config = TrainConfig.from_saved(meta["config"])
+        net = build_net(config, len(meta["classes"]))
+    except (KeyError, TypeError) as exc:
+        raise DamagedFileError(f"{meta_path} is damaged (no {exc} in it)") from exc
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:  # torch's stream errors
+        raise DamagedFileError(
+            f"{weights_path} is damaged or does not fit {meta_path} ({exc}); "
+            f"remove {model_dir} and materialise the model again"
+        ) from exc
     return net.to(resolve_device(device)).eval(), meta
 
 
