@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import multiprocessing
+import shutil
 import typing
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,19 @@ from dagster import (
 )
 from pydantic import Field, create_model
 
-from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.assets.salted import GROUP, asset_salt, salted_output
 from oct_assets.ml.config import TrainConfig, field_doc, field_range
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
 from oct_assets.ml.lifetime import die_with_parent
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
+from oct_assets.store.salt import salted_dir
+
+# `<data_dir>/trained_model/.checkpoints/<salt>/`: beside the salted folders, not inside the
+# temporary build folder (a failed build's is removed, a killed one's swept), so a run killed
+# or terminated mid-training resumes there; hidden, so neither the sweep of dead builds nor
+# anything that lists salts takes it for one.
+CHECKPOINTS = ".checkpoints"
 
 
 def _dagster_config_from(dc: type) -> type[Config]:
@@ -58,6 +66,8 @@ def trained_model(
 ) -> Output[Artifact]:
     """A CNN trained on the sample: `model.pt` (a state_dict) and `model.json` in its folder."""
     cfg = TrainConfig.from_dict(config.model_dump()).to_dict()  # fails here, naming the field
+    upstream = {"reduced_sample": reduced_sample.salt}
+    checkpoints = checkpoint_dir(context.asset_key.path[-1], asset_salt(context, cfg, upstream))
 
     def build(tmp: Path) -> dict[str, Any]:
         if multiprocessing.parent_process() is not None:
@@ -78,20 +88,30 @@ def trained_model(
                 str(tmp),
                 "--config",
                 str(config_file),
+                "--checkpoint-dir",
+                str(checkpoints),
             ],
             env=training_environment.env(),
         )
         reported = {k: v.value for k, v in invocation.get_materialize_result().metadata.items()}
+        if reported.get("resumed_from_epoch") is not None:
+            context.log.info(
+                f"resumed from the checkpoint in {checkpoints}: epoch "
+                f"{reported['resumed_from_epoch']}, step {reported['resumed_from_step']}"
+            )
         model_json = json.loads((tmp / MODEL_JSON).read_text())
         return {"model": model_json, "reported": reported}
 
-    return salted_output(
-        context,
-        config=cfg,
-        upstream={"reduced_sample": reduced_sample.salt},
-        build=build,
-        describe=describe_model,
+    output = salted_output(
+        context, config=cfg, upstream=upstream, build=build, describe=describe_model
     )
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the model is published: nothing to resume
+    return output
+
+
+def checkpoint_dir(asset: str, salt: str) -> Path:
+    """Where the trainer of `asset` with `salt` keeps its checkpoint until the model is out."""
+    return salted_dir(asset, salt).with_name(CHECKPOINTS) / salt
 
 
 def describe_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
