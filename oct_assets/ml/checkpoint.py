@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -85,10 +86,20 @@ class Checkpointing:
     identity: dict[str, Any]
     saved: dict[str, Any] | None
     signals: list[int]
+    # Writes the serialised checkpoint to disk (write, fsync, rename: I/O without the GIL)
+    # while the next epoch trains; one write at a time, in order.
+    writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    writing: Future[None] | None = None
 
     def stop_requested(self, here: Placement) -> bool:
         """Whether any rank was told to stop (a collective under torchrun: ranks stop alike)."""
         return bool(here.sum([float(len(self.signals))])[0])
+
+    def flush(self) -> None:
+        """Wait until the last checkpoint is on disk; re-raise the error its write met."""
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()
 
 
 def run_identity(
@@ -151,9 +162,10 @@ def write(
     """Checkpoint the run at `progress` (a collective: every rank calls it; rank 0 writes).
 
     `shuffle` is the shuffle generator's state at the start of `progress.epoch`; `modules`
-    maps "net", "opt", "sched" and "scaler" to objects with a `state_dict`. The file is
-    replaced atomically: a kill at any point leaves the previous checkpoint or this one.
-    The time taken is added to `progress.checkpoint_seconds`.
+    maps "net", "opt", "sched" and "scaler" to objects with a `state_dict`. The state is
+    serialised here and written in the background (`Checkpointing.flush` waits for it); the
+    file is replaced atomically: a kill at any point leaves the previous checkpoint or this
+    one. The time this takes from training is added to `progress.checkpoint_seconds`.
     """
     started = time.perf_counter()
     mine = {"rngs": rank_rngs(gen, here.device), "loss_sum": progress.loss_sum}
@@ -170,8 +182,9 @@ def write(
         payload = {"identity": ckpt.identity, **states, "shuffle": shuffle, "ranks": ranks}
         buf = io.BytesIO()
         torch.save({**payload, "progress": {**shared, "best": best}}, buf)
+        ckpt.flush()
         ckpt.path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(ckpt.path, buf.getvalue())
+        ckpt.writing = ckpt.writer.submit(write_bytes, ckpt.path, buf.getvalue())
     progress.checkpoint_seconds += time.perf_counter() - started
 
 
