@@ -2,8 +2,12 @@
 byte for byte; a checkpoint of another run is refused, naming the file and what differs."""
 
 import hashlib
+import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +15,9 @@ import pytest
 
 from oct_assets.ml import loop
 from oct_assets.ml.checkpoint import CHECKPOINT_PT, CheckpointMismatchError, TrainingStopped
+from oct_assets.ml.errors import DamagedFileError
 from oct_assets.ml.train import train
+from oct_assets_tests.fixtures_ml import REPO
 
 TIMING = {"seconds", "images_per_second"}
 
@@ -136,3 +142,66 @@ def test_without_a_checkpoint_dir_signals_keep_their_default(tiny_sample, config
         lambda _: seen.append(signal.getsignal(signal.SIGTERM)),
     )
     assert seen == [signal.SIG_DFL]
+
+
+def test_two_ranks_stopped_and_resumed_is_byte_identical(tiny_sample, tiny_config, tmp_path):
+    """torchrun (2 gloo ranks) told to stop by SIGTERM mid-run, then started again, writes the
+    uninterrupted two-rank run's model.pt; each rank gets its own RNG states back."""
+    config = replace(tiny_config, epochs=40)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    ckpt = tmp_path / "ckpt"
+
+    def torchrun(out: str, *extra) -> subprocess.Popen:
+        args = ["--sample", tiny_sample, "--out", tmp_path / out, "--config"]
+        args += [tmp_path / "config.json", "--cache-dir", tmp_path / "cache", *extra]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        return subprocess.Popen(
+            [*launcher, "--nproc_per_node", "2", "-m", "oct_assets.ml.train", *map(str, args)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    straight = torchrun("straight")
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+    stopped = torchrun("resumed", "--checkpoint-dir", ckpt)
+    try:
+        deadline, first = time.time() + 120, None
+        while True:  # until a second epoch-end checkpoint has replaced the first
+            assert time.time() < deadline and stopped.poll() is None, stopped.stdout.read()
+            try:
+                inode = (ckpt / CHECKPOINT_PT).stat().st_ino
+            except FileNotFoundError:
+                inode = None
+            if first is None:
+                first = inode
+            elif inode not in (None, first):
+                break
+            time.sleep(0.02)
+        stopped.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+        output = stopped.communicate(timeout=120)[0]
+    finally:
+        if stopped.poll() is None:
+            stopped.kill()
+    assert stopped.returncode != 0 and "stopped by SIGTERM" in output, output
+    print(*(line for line in output.splitlines() if "stopped by" in line), sep="\n")
+    assert not (tmp_path / "resumed").exists()
+    resumed = torchrun("resumed", "--checkpoint-dir", ckpt)
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert sha(tmp_path / "resumed" / "model.pt") == sha(tmp_path / "straight" / "model.pt")
+    meta = json.loads((tmp_path / "resumed" / "model.json").read_text())
+    assert meta["world_size"] == 2 and meta["metrics"]["resumed_from_epoch"] >= 3
+
+
+def test_damaged_checkpoint_is_named_and_a_dead_write_is_cleared(tiny_sample, config, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    dead = ckpt / f".{CHECKPOINT_PT}.12345.deadbeef.tmp"  # a write killed midway
+    dead.write_bytes(b"half")
+    (ckpt / CHECKPOINT_PT).write_bytes(b"not a checkpoint")
+    with pytest.raises(DamagedFileError, match=f"checkpoint {ckpt / CHECKPOINT_PT} is damaged"):
+        train(tiny_sample, tmp_path / "m", config, tmp_path / "cache", None, ckpt)
+    assert not dead.exists() and not (tmp_path / "m").exists()
