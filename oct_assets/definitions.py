@@ -4,7 +4,15 @@ checks that need them."""
 from dagster import Definitions, PipesSubprocessClient, define_asset_job
 
 from oct_assets.assets.cluster import cluster_model
-from oct_assets.assets.graph import ALL_ASSETS, CLUSTER_BRANCH, LOCAL_GRAPH, SERVING
+from oct_assets.assets.ensemble import ensemble_model, ensemble_predictions
+from oct_assets.assets.graph import (
+    ALL_ASSETS,
+    CLUSTER_BRANCH,
+    CROSS_VALIDATION,
+    CV_FOLDS,
+    LOCAL_GRAPH,
+    SERVING,
+)
 from oct_assets.assets.model import trained_model
 from oct_assets.assets.predictions import cluster_predictions, predictions
 from oct_assets.checks.images import RAW_CHECKS
@@ -48,10 +56,28 @@ serving_job = define_asset_job(
     description="Promote the champion among the evaluated models and diagnose the inbox with it.",
 )
 
+cv_checks = [
+    *build_model_checks(ensemble_model),
+    *build_predictions_checks(ensemble_predictions),
+]
+cross_validation_job = define_asset_job(
+    "cross_validation",
+    selection=[a.key for a in CROSS_VALIDATION],
+    description="Train the patient-grouped fold models of the sample's train split, average "
+    "them into an ensemble scored on the test split, report the pooled out-of-fold figures "
+    "and audit the labels.",
+)
+cv_folds_job = define_asset_job(
+    "cv_folds",
+    selection=[a.key for a in CV_FOLDS],
+    description="The fold models as partitions, one per fold (the same folders as the "
+    "ensemble's members).",
+)
+
 defs = Definitions(
     assets=list(ALL_ASSETS),
-    asset_checks=[*local_checks, *cluster_checks],
-    jobs=[local_graph_job, cluster_job, serving_job],
+    asset_checks=[*local_checks, *cluster_checks, *cv_checks],
+    jobs=[local_graph_job, cluster_job, serving_job, cross_validation_job, cv_folds_job],
     sensors=[new_images_sensor, automation_sensor, cluster_model_sensor, inbox_sensor],
     resources={
         "io_manager": LatestArtifactIOManager(),

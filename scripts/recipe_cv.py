@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from oct_assets.dataset.layout import CLASSES, SPLITS
 from oct_assets.ml.config import real_data_config
+from oct_assets.ml.folds import patient_folds, pooled_figures, scan_widths
 from oct_assets.ml.formats import PREDICTIONS_CSV, read_csv_rows
-from oct_assets.ml.predict import classification_metrics, evaluate, with_uncertainty
+from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
 
 
@@ -42,25 +42,6 @@ def list_images(images: Path) -> list[tuple[str, str, str]]:
             for f in sorted((images / split / label).glob("*.jpeg")):
                 rows.append((f"{split}/{label}/{f.name}", label, f.name.split("-")[1]))
     return rows
-
-
-def patient_folds(rows: list[tuple[str, str, str]], k: int, seed: int = 123) -> np.ndarray:
-    """Fold number per row: patients dealt round-robin per class (their most common one)."""
-    rng = np.random.default_rng(seed)
-    labels_of: dict[str, list[str]] = {}
-    for _, label, patient in rows:
-        labels_of.setdefault(patient, []).append(label)
-    # most common class; ties go to the first in CLASSES
-    main = {
-        p: max(CLASSES, key=lambda c: (ls.count(c), -CLASSES.index(c)))
-        for p, ls in labels_of.items()
-    }
-    fold_of = {}
-    for label in CLASSES:
-        group = sorted(p for p in main if main[p] == label)
-        for i, p in enumerate(rng.permutation(group)):
-            fold_of[p] = i % k
-    return np.array([fold_of[p] for _, _, p in rows])
 
 
 def write_sample(dest: Path, images: Path, rows: list, splits: list[str]) -> Path:
@@ -100,33 +81,21 @@ def pooled_report(
     rows: list[tuple[str, str, str]], probs: dict[str, np.ndarray], widths: np.ndarray
 ) -> list[str]:
     """Pooled accuracy with its patient-bootstrap interval, per-patient accuracy, and accuracy
-    by scan width (the preset's input must not depend on it), as printable lines."""
+    by scan width (the preset's input must not depend on it), as printable lines: the figures
+    of `cv_report` (`oct_assets.ml.folds.pooled_figures`)."""
     true = np.array([CLASSES.index(label) for _, label, _ in rows])
     p = np.stack([probs[rel] for rel, _, _ in rows])
     patients = np.array([patient for _, _, patient in rows])
-    m = with_uncertainty(
-        classification_metrics(true, p.argmax(1), list(CLASSES)), true, p, patients
-    )
-    lines = [
+    m = pooled_figures(true, p, patients, list(CLASSES), widths)
+    return [
         f"accuracy {m['accuracy']:.4f} (95% CI {m['accuracy_ci95'][0]:.3f}-"
         f"{m['accuracy_ci95'][1]:.3f}, bootstrap over {m['n_patients']} patients), "
         f"per patient {m['patient_accuracy']:.4f}, macro ROC AUC {m['macro_roc_auc']:.4f}",
         "recall " + ", ".join(f"{c} {m['per_class'][c]['recall']:.3f}" for c in CLASSES),
         f"confusion (rows true {', '.join(CLASSES)}): {m['confusion_matrix']}",
-    ]
-    right = p.argmax(1) == true
-    lines.append(
         "by width: "
-        + ", ".join(
-            f"{w} px {right[widths == w].sum()}/{(widths == w).sum()}" for w in np.unique(widths)
-        )
-    )
-    return lines
-
-
-def _width(path: Path) -> int:
-    with Image.open(path) as im:
-        return im.width
+        + ", ".join(f"{w} px {b['correct']}/{b['n']}" for w, b in m["by_width"].items()),
+    ]
 
 
 def main() -> None:
@@ -142,8 +111,9 @@ def main() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     images, overrides = args.images.resolve(), json.loads(args.set)
     rows = list_images(images)
-    folds = patient_folds(rows, args.folds)
-    widths = np.array([_width(images / rel) for rel, _, _ in rows])  # read once, not per seed
+    labels = [CLASSES.index(label) for _, label, _ in rows]
+    folds = patient_folds(labels, [patient for *_, patient in rows], args.folds)
+    widths = scan_widths([images / rel for rel, _, _ in rows])  # read once, not per seed
     print(f"{len(rows)} images, {args.folds} patient folds, recipe overrides {overrides}")
     with tempfile.TemporaryDirectory(prefix="recipe_cv_") as tmp:
         work = Path(tmp)

@@ -19,6 +19,7 @@ from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
 from oct_assets.ml.distributed import resolve_device
+from oct_assets.ml.ensemble import EnsembleNet, check_members, is_ensemble, member_dirs
 from oct_assets.ml.errors import DamagedFileError, OctMLError
 from oct_assets.ml.formats import (
     CAM_GRID_PNG,
@@ -45,13 +46,21 @@ CAM_EXAMPLES = 3  # per class and outcome (correct / wrong) in cam_grid.png
 
 
 def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network from model.json and load model.pt (weights only, no pickled code)."""
+    """Rebuild the network from model.json and load model.pt (weights only, no pickled code).
+
+    An ensemble folder (`ml.ensemble`) loads every member the same way and returns their
+    `EnsembleNet`; a member that is missing or of another input geometry is refused, named.
+    """
     model_dir = Path(model_dir)
-    meta_path, weights_path = model_dir / MODEL_JSON, model_dir / MODEL_PT
-    for p in (meta_path, weights_path):
-        if not p.is_file():
-            raise OctMLError(f"model folder {model_dir} has no {p.name}")
+    meta_path = model_dir / MODEL_JSON
+    if not meta_path.is_file():
+        raise OctMLError(f"model folder {model_dir} has no {meta_path.name}")
     meta = read_json(meta_path)
+    if isinstance(meta, dict) and is_ensemble(meta):
+        return _load_ensemble(model_dir, meta, device)
+    weights_path = model_dir / MODEL_PT
+    if not weights_path.is_file():
+        raise OctMLError(f"model folder {model_dir} has no {weights_path.name}")
     try:
         config = TrainConfig.from_saved(meta["config"])
         net = build_net(config, len(meta["classes"]))
@@ -68,6 +77,26 @@ def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
     return net.to(resolve_device(device)).eval(), meta
 
 
+def _load_ensemble(
+    model_dir: Path, meta: dict[str, Any], device: str
+) -> tuple[nn.Module, dict[str, Any]]:
+    try:
+        dirs = member_dirs(model_dir, meta)
+    except (KeyError, TypeError) as exc:
+        raise DamagedFileError(f"{model_dir / MODEL_JSON} is damaged (no {exc} in it)") from exc
+    for d in dirs:
+        if not (d / MODEL_JSON).is_file():
+            raise OctMLError(f"ensemble {model_dir}: member {d} is missing")
+    loaded = [load_model(d, device) for d in dirs]
+    check_members(model_dir, [m for _, m in loaded], dirs)
+    first = loaded[0][1]
+    if first["input"] != meta.get("input") or first["classes"] != meta.get("classes"):
+        raise OctMLError(f"ensemble {model_dir}: its input or classes differ from its members'")
+    flips = [TrainConfig.from_saved(m["config"]).tta_flip for _, m in loaded]
+    net = EnsembleNet([n for n, _ in loaded], flips)
+    return net.eval(), meta
+
+
 def class_activation_maps(net: nn.Module, images: np.ndarray) -> np.ndarray:
     """Per-class CAMs, upsampled to the images' shape.
 
@@ -81,6 +110,8 @@ def class_activation_maps(net: nn.Module, images: np.ndarray) -> np.ndarray:
     Returns:
         float32 (N, n_classes, H, W); larger means more evidence for that class.
     """
+    if isinstance(net, EnsembleNet):  # the mean of the members' maps
+        return np.mean([class_activation_maps(m, images) for m in net.members], axis=0)
     device = next(net.parameters()).device
     net.eval()
     with torch.inference_mode():

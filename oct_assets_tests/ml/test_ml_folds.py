@@ -1,0 +1,65 @@
+"""Patient-grouped folds: disjoint by patient, stratified, the recipe log's deal, fold samples."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oct_assets.ml.data import read_sample
+from oct_assets.ml.errors import OctMLError
+from oct_assets.ml.folds import FoldSpec, patient_folds, train_folds, write_fold_sample
+
+CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
+
+
+def recipe_log_folds(rows: list[tuple[str, str, str]], k: int, seed: int = 123) -> np.ndarray:
+    """`scripts/recipe_cv.py`'s fold deal before it moved into the library (the reference)."""
+    rng = np.random.default_rng(seed)
+    labels_of: dict[str, list[str]] = {}
+    for _, label, patient in rows:
+        labels_of.setdefault(patient, []).append(label)
+    main = {
+        p: max(CLASSES, key=lambda c: (ls.count(c), -CLASSES.index(c)))
+        for p, ls in labels_of.items()
+    }
+    fold_of = {}
+    for label in CLASSES:
+        group = sorted(p for p in main if main[p] == label)
+        for i, p in enumerate(rng.permutation(group)):
+            fold_of[p] = i % k
+    return np.array([fold_of[p] for _, _, p in rows])
+
+
+def test_folds_are_patient_disjoint_stratified_and_the_recipe_logs() -> None:
+    rng = np.random.default_rng(5)
+    patients = [str(p) for p in rng.integers(100, 160, size=300)]
+    labels = [int(x) for x in rng.integers(0, 4, size=300)]
+    rows = [(f"f{i}", CLASSES[labels[i]], p) for i, p in enumerate(patients)]
+    for k in (3, 5):
+        folds = patient_folds(labels, patients, k)
+        assert np.array_equal(folds, recipe_log_folds(rows, k))
+        for p in set(patients):
+            assert len({folds[i] for i in range(300) if patients[i] == p}) == 1
+        assert set(folds) == set(range(k))
+
+
+def test_fold_sample_holds_out_one_fold_of_the_train_split(tiny_sample: Path, tmp_path: Path):
+    sample = read_sample(tiny_sample)
+    rows, folds = train_folds(sample, 4)
+    seen = set()
+    for f in range(4):
+        fs = read_sample(write_fold_sample(sample, FoldSpec(f, 4), tmp_path / f"f{f}"))
+        held = {fs.files[i] for i in fs.indices("test")}
+        assert held == {sample.files[r] for r, g in zip(rows, folds, strict=True) if g == f}
+        assert not set(fs.patients[fs.indices("test")]) & set(fs.patients[fs.indices("train")])
+        assert set(fs.files) == {sample.files[r] for r in rows}  # the test split stays out
+        assert all((fs.root / name).is_file() for name in fs.files)
+        assert len(set(fs.labels[fs.indices("train")])) == 4  # every class still trains
+        seen |= held
+    assert seen == {sample.files[r] for r in rows}  # every train scan held out exactly once
+
+
+def test_an_empty_fold_is_refused_naming_it(tiny_sample: Path, tmp_path: Path) -> None:
+    sample = read_sample(tiny_sample)  # 4 train patients per class
+    with pytest.raises(OctMLError, match="fold 5 of 6 holds no scans"):
+        write_fold_sample(sample, FoldSpec(5, 6), tmp_path / "f5")
