@@ -15,7 +15,6 @@ loaded. It holds tensors and plain containers only, read with `torch.load(weight
 from __future__ import annotations
 
 import io
-import logging
 import random
 import signal
 import threading
@@ -35,8 +34,6 @@ from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.distributed import Placement
 from oct_assets.ml.errors import DamagedFileError, OctMLError
-
-log = logging.getLogger(__name__)
 
 CHECKPOINT_PT = "checkpoint.pt"
 FORMAT = 1  # bump when the payload's keys change: an older checkpoint is then refused
@@ -71,7 +68,7 @@ class Progress:
     elapsed: float = 0.0  # seconds spent on those steps
     seen: int = 0  # images trained on in completed epochs
     train_seconds: float = 0.0
-    checkpoint_seconds: float = 0.0  # spent writing checkpoints (in no epoch's seconds)
+    checkpoint_seconds: float = 0.0  # taken from training by checkpoints (in no epoch's)
     finished: bool = False  # early-stopped: nothing is left to train
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"score": None})  # rank 0's
@@ -100,6 +97,13 @@ class Checkpointing:
         writing, self.writing = self.writing, None
         if writing is not None:
             writing.result()
+
+    def close(self) -> None:
+        """Flush, and end the writer thread."""
+        try:
+            self.flush()
+        finally:
+            self.writer.shutdown()
 
 
 def run_identity(

@@ -237,7 +237,7 @@ def _fit(
             if ckpt is not None and ckpt.stop_requested(here):
                 run.step, run.elapsed = step, time.perf_counter() - t0
                 checkpoint.write(ckpt, here, run, shuffle, modules, gen)
-                ckpt.flush()
+                ckpt.close()
                 here.barrier()  # rank 0 has written: now every rank may leave
                 raise TrainingStopped(ckpt.signals, ckpt.path, epoch, step)
             rows = batches[step]
@@ -300,7 +300,7 @@ def _fit(
             checkpoint.write(ckpt, here, run, rng.bit_generator.state, modules, gen)
     if ckpt is not None:
         started = time.perf_counter()
-        ckpt.flush()  # the last checkpoint is on disk before the model is written
+        ckpt.close()  # the last checkpoint is on disk before the model is written
         run.checkpoint_seconds += time.perf_counter() - started
     best = run.best
     final = best.get("record", record)  # other ranks keep no best epoch: they write nothing
