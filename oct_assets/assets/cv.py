@@ -19,6 +19,7 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetIn,
+    AssetMaterialization,
     BackfillPolicy,
     BetaWarning,
     DataVersion,
@@ -90,6 +91,26 @@ def ensure_member(
     if hit:
         context.log.info(f"cache hit: {CV_MODEL} fold {member.fold} salt {salt} at {folder}")
     return Artifact(asset=CV_MODEL, salt=salt, path=folder), hit
+
+
+def record_partition(
+    context: AssetExecutionContext, member: Member, art: Artifact, hit: bool
+) -> None:
+    """Record a fold model built outside a `cv_model` run (by `ensemble_model`) as its
+    partition's materialisation, so the partitions in the UI show the folders that exist."""
+    context.log_event(
+        AssetMaterialization(
+            asset_key=CV_MODEL,
+            partition=FOLD_KEYS[member.fold],
+            metadata={
+                "salt": art.salt,
+                "path": MetadataValue.path(str(art.path)),
+                "cache_hit": hit,
+                "seed": member.train["seed"],
+                "recorded_by": context.asset_key.to_user_string(),
+            },
+        )
+    )
 
 
 def _train_member(member: Member, sample: Artifact, tmp: Path) -> dict[str, Any]:

@@ -13,7 +13,14 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from pydantic import Field
 
-from oct_assets.assets.cv import CV_MODEL, FOLDS, Member, ensure_member, members_table
+from oct_assets.assets.cv import (
+    CV_MODEL,
+    FOLDS,
+    Member,
+    ensure_member,
+    members_table,
+    record_partition,
+)
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.predictions import build_predictions_asset
@@ -49,6 +56,8 @@ def ensemble_model(
     seeds = list(dict.fromkeys([cfg["seed"], *extra]))
     members = [Member(f, {**cfg, "seed": s}) for s in seeds for f in range(FOLDS)]
     done = [(m, *ensure_member(context, m, reduced_sample)) for m in members]
+    for m, art, hit in done[:FOLDS]:  # the partitions are the folds of `seed`
+        record_partition(context, m, art, hit)
     salts = [art.salt for _, art, _ in done]
 
     def build(tmp: Path) -> dict[str, Any]:

@@ -9,13 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, materialize
+import yaml
+from dagster import DagsterInstance, materialize, validate_run_config
 
 from oct_assets.assets.cv import CV_MODEL, FOLD_KEYS, FOLDS, cv_model
 from oct_assets.assets.graph import CROSS_VALIDATION, LOCAL_GRAPH
 from oct_assets.dataset.synthetic import make_synthetic_oct2017
+from oct_assets.definitions import defs
+from oct_assets.ml.card import model_card_md
+from oct_assets.ml.config import TrainConfig, real_data_config
+from oct_assets.ml.export import export_difference, export_torchscript
 from oct_assets.ml.formats import METRICS_JSON
 from oct_assets.resources.io_manager import LatestArtifactIOManager
+from oct_assets_tests.fixtures_ml import REPO
 from oct_assets_tests.resources import LOCAL_RESOURCES
 
 TINY = {"epochs": 1, "image_size": 32, "batch_size": 8, "val_fraction": 0.0}
@@ -55,6 +61,7 @@ def test_ensemble_report_audit_and_partitions(cv_tree: Path, data_env: Path) -> 
     assert first.success
     [ens] = meta(first, "ensemble_model")
     assert ens["n_members"] == FOLDS and not ens["cache_hit"]
+    assert instance.get_materialized_partitions(cv_model.key) == set(FOLD_KEYS)
     [pred] = meta(first, "ensemble_predictions")
     metrics = json.loads((Path(str(pred["path"])) / METRICS_JSON).read_text())
     assert set(metrics) >= {"accuracy", "accuracy_ci95", "patient_accuracy", "per_class"}
@@ -69,13 +76,29 @@ def test_ensemble_report_audit_and_partitions(cv_tree: Path, data_env: Path) -> 
     [audit] = meta(first, "label_audit")
     assert (Path(str(audit["path"])) / "label_audit.csv").is_file()
 
+    # What the champion does with a model folder works on the ensemble: card, export, check.
+    model = {
+        "model_asset": "ensemble_model",
+        "model_salt": ens["salt"],
+        "model_dir": f"ensemble_model/{ens['salt']}",
+        "sample_salt": pred["upstream_salts"]["reduced_sample"],
+        "evaluation_asset": "ensemble_predictions",
+        "evaluation_salt": pred["salt"],
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+    }
+    assert "ensemble of 5" in model_card_md(data_env, model, {"accuracy_floor": 0.5})
+    export_torchscript(data_env / model["model_dir"], data_env / "model.ts")
+    sample_dir = data_env / "reduced_sample" / model["sample_salt"]
+    check = export_difference(data_env / model["model_dir"], data_env / "model.ts", sample_dir)
+    assert check["max_abs_diff"] < 1e-5, check
+
     # Another seed: the first seed's fold models are reused, new ones trained.
     second = materialize(
         graph[:3], instance=instance, resources=RESOURCES, run_config=cv_config([7])
     )
     [ens2] = meta(second, "ensemble_model")
     assert ens2["n_members"] == 2 * FOLDS and ens2["salt"] != ens["salt"]
-    assert "cache hit" in str(ens2["members"])
     table = str(ens2["members"])
     assert table.count("| True |") == FOLDS and table.count("| False |") == FOLDS
 
@@ -104,6 +127,15 @@ def test_ensemble_report_audit_and_partitions(cv_tree: Path, data_env: Path) -> 
     )
     [fold2] = meta(one, CV_MODEL)
     assert fold2["cache_hits"] == 1 and fold2["salt"] in table
+
+
+def test_preset_is_the_real_data_recipe_and_valid_for_its_selection() -> None:
+    preset = yaml.safe_load((REPO / "oct_assets" / "presets" / "real_data_cv.yaml").read_text())
+    config = dict(preset["ops"]["ensemble_model"]["config"])
+    assert config.pop("extra_seeds") == []
+    assert TrainConfig.from_dict(config) == real_data_config()
+    job = defs.resolve_implicit_global_asset_job_def()
+    validate_run_config(job, preset)
 
 
 def test_preset_command(cv_tree: Path, data_env: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from oct_assets.ml.audit import disagreements, leaking_duplicates
 from oct_assets.ml.config import TrainConfig
@@ -64,7 +65,13 @@ def test_near_duplicates_across_patients_and_splits(tmp_path: Path) -> None:
     copy = "test/CNV/CNV-9999-0.jpeg"
     shutil.copy(sample_dir / source, sample_dir / copy)
     rows.append([copy, "test", "CNV", "9999"])
+    other = rows[5][0]  # another train scan, brightened and re-encoded as a third patient's
+    resized = "train/DME/DME-9998-0.jpeg"
+    with Image.open(sample_dir / other) as im:
+        im.point(lambda v: min(255, v + 12)).save(sample_dir / resized, quality=60)
+    rows.append([resized, "train", "DME", "9998"])
     write_index(sample_dir, [tuple(r) for r in rows], "dup")
     found = leaking_duplicates(read_sample(sample_dir))
-    assert [(r["file_a"], r["file_b"], r["split_b"]) for r in found] == [(source, copy, "test")]
-    assert found[0]["differing_bits"] == 0
+    pairs = {(r["file_a"], r["file_b"]) for r in found}
+    assert pairs == {(source, copy), (other, resized)}, found
+    assert found[0]["differing_bits"] == 0 and found[0]["split_b"] == "test"
