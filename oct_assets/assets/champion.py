@@ -17,6 +17,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from oct_assets.assets.ensemble import ensemble_predictions
 from oct_assets.assets.metadata import png_markdown
 from oct_assets.assets.predictions import cluster_predictions, predictions
 from oct_assets.assets.salted import salted_output
@@ -44,7 +45,14 @@ CHAMPION = CHAMPION_ASSET
 # putting the model to work (champion, inbox) as a second graph downstream of it.
 SERVING_GROUP = "serving"
 # Each evaluation asset and the model asset it scores.
-EVALUATED_MODEL = {"predictions": "trained_model", "cluster_predictions": "cluster_model"}
+EVALUATED_MODEL = {
+    "predictions": "trained_model",
+    "cluster_predictions": "cluster_model",
+    "ensemble_predictions": "ensemble_model",
+}
+# Evaluations that are candidates when this instance has materialised them (not inputs: the
+# champion does not wait for a cluster job or a cross-validation).
+OTHER_EVALUATIONS = (cluster_predictions, ensemble_predictions)
 # Beside the champion folders: held from reading `current.json` to rewriting it.
 PROMOTION_LOCK = ".promotion.lock"
 
@@ -94,14 +102,17 @@ def latest_folder(context: AssetExecutionContext, key: AssetKey) -> Path | None:
 def gather_candidates(
     context: AssetExecutionContext, local: Artifact
 ) -> tuple[list[Candidate], list[str]]:
-    """The local evaluation (an input) and, when this instance has one, the cluster's."""
+    """The local evaluation (an input) and, when this instance has them, the cluster model's and
+    the cross-validated ensemble's."""
     notes: list[str] = []
     folders = [local.path]
-    cluster = latest_folder(context, cluster_predictions.key)
-    if cluster is None:
-        notes.append("cluster_predictions: no complete materialisation here, not a candidate")
-    else:
-        folders.append(cluster)
+    for other in OTHER_EVALUATIONS:
+        folder = latest_folder(context, other.key)
+        if folder is None:
+            name = other.key.to_user_string()
+            notes.append(f"{name}: no complete materialisation here, not a candidate")
+        else:
+            folders.append(folder)
     candidates = []
     for folder in folders:
         c = candidate_from(folder)
@@ -117,9 +128,9 @@ def gather_candidates(
     group_name=SERVING_GROUP,
     code_version="1",
     ins={"predictions": AssetIn(predictions.key)},
-    deps=[cluster_predictions],
-    description="The model that scores new scans: the best of `trained_model` and "
-    "`cluster_model` on the same test split, promoted only above an accuracy floor and when "
+    deps=list(OTHER_EVALUATIONS),
+    description="The model that scores new scans: the best of `trained_model`, `cluster_model` "
+    "and `ensemble_model` on the same test split, promoted only above an accuracy floor and when "
     "not worse than the current champion. Its folder points at the model (`champion.json`).",
 )
 def champion_model(
