@@ -213,12 +213,11 @@ def _fit(
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)  # fp16 gradients need loss scaling
     modules = {"net": net, "opt": opt, "sched": sched, "scaler": scaler}
-    run = Progress()
+    run, resumed = Progress(), (None, None)
     if ckpt is not None and ckpt.saved is not None:
         run = checkpoint.restore(ckpt.saved, here, modules, rng, gen)
-        ckpt.saved = None  # free its tensors
+        ckpt.saved, resumed = None, (run.epoch, run.step)  # free its tensors
         log.info("resuming from %s in epoch %d at step %d", ckpt.path, run.epoch, run.step)
-    resumed = (run.epoch, run.step) if run.epoch > 1 or run.step else (None, None)
     model = net
     if here.distributed:  # copies rank 0's weights to all, then averages gradients over ranks
         from torch.nn.parallel import DistributedDataParallel
