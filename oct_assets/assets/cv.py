@@ -87,7 +87,7 @@ def ensure_member(
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 }
                 with atomic_dir(folder, manifest) as tmp:
-                    manifest.update(_train_member(member, sample, tmp))
+                    manifest.update(_train_member(context, member, sample, tmp))
     if hit:
         context.log.info(f"cache hit: {CV_MODEL} fold {member.fold} salt {salt} at {folder}")
     return Artifact(asset=CV_MODEL, salt=salt, path=folder), hit
@@ -113,7 +113,9 @@ def record_partition(
     )
 
 
-def _train_member(member: Member, sample: Artifact, tmp: Path) -> dict[str, Any]:
+def _train_member(
+    context: AssetExecutionContext, member: Member, sample: Artifact, tmp: Path
+) -> dict[str, Any]:
     """Train on the other folds, predict the held-out one; the summary kept in the manifest."""
     from oct_assets.ml.cache import default_cache_dir
     from oct_assets.ml.data import read_sample
@@ -123,7 +125,15 @@ def _train_member(member: Member, sample: Artifact, tmp: Path) -> dict[str, Any]
     cache = default_cache_dir(sample.path)  # the sample's own: `<data>/cache`
     spec = FoldSpec(member.fold, member.k)
     fold_sample = write_fold_sample(read_sample(sample.path), spec, tmp / FOLD_SAMPLE)
-    result = train(fold_sample, tmp, TrainConfig.from_dict(member.train), cache_dir=cache)
+
+    def on_epoch(r: dict[str, Any]) -> None:
+        context.log.info(
+            f"fold {member.fold} seed {member.train['seed']}: epoch {r['epoch']}/{r['epochs']} "
+            f"loss {r['train_loss']:.4f} accuracy {r['train_accuracy']:.3f} ({r['seconds']} s)"
+        )
+
+    config = TrainConfig.from_dict(member.train)
+    result = train(fold_sample, tmp, config, cache_dir=cache, on_epoch=on_epoch)
     metrics = evaluate(tmp, fold_sample, tmp / OOF, cache_dir=cache)
     return {
         "fold": spec.as_dict(),
