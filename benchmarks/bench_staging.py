@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import alternate, report
 from oct_assets.cluster import staging, transfer
-from oct_assets_tests.fixtures_cluster import start_sshd
+from oct_assets_tests.services.sshd import start_sshd
 
 REAL = Path(os.environ.get("OCT_REAL_DATA", "/work/shared/real_oct/OCT2017"))
 
@@ -76,7 +76,7 @@ def main() -> None:
         ]
         with server.resource() as res:
             session = res.session
-            remote = res.remote_path("bench")
+            remote = res.session.resolve("bench")
 
             def fresh() -> str:
                 session.run(f"rm -rf {remote}", check=True)

@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python benchmarks/bench_transfer.py [--size-mb 200] [--rounds 3]
 
-Starts a private sshd on 127.0.0.1 (the test fixtures' `start_sshd`; needs root), or reuses the
+Starts a private sshd on 127.0.0.1 (the test services' `start_sshd`; needs root), or reuses the
 one described by OCT_BENCH_* variables (HOST must be loopback, PORT, USER, KEY_FILE,
 KNOWN_HOSTS, REMOTE_DIR). Writes a random file remotely, then fetches it alternately with
 `transfer.download` (SFTP, sha256-verified, fsynced, renamed into place) and with
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from oct_assets.cluster import transfer
 from oct_assets.resources.cluster import ClusterResource
-from oct_assets_tests.fixtures_cluster import SshServer, start_sshd
+from oct_assets_tests.services.sshd import SshServer, start_sshd
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -104,7 +104,7 @@ def main() -> None:
             key, known_hosts = str(server.keys["ed25519"]), str(server.known_hosts)
             user, port = server.user, server.port
         with res:
-            remote = res.remote_path("bench_transfer.bin")
+            remote = res.session.resolve("bench_transfer.bin")
             res.run(f"head -c {args.size_mb}M /dev/urandom > {remote}", check=True)
             size = res.stat(remote).size
             ours: list[float] = []

@@ -7,9 +7,10 @@ import pytest
 from oct_assets.dataset.synthetic import make_synthetic_oct2017
 
 pytest_plugins = [
-    "oct_assets_tests.fixtures_cluster",
     "oct_assets_tests.fixtures_ml",
     "oct_assets_tests.services.postgres",
+    "oct_assets_tests.services.sshd",  # before slurm, which imports it
+    "oct_assets_tests.services.slurm",
 ]
 
 

@@ -1,25 +1,22 @@
 """`trained_model`: trains the CNN on `reduced_sample` in its own process through Dagster Pipes."""
 
-import dataclasses
 import json
 import multiprocessing
 import shutil
-import typing
 from pathlib import Path
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    Config,
     MetadataValue,
     Output,
     PipesSubprocessClient,
     asset,
 )
-from pydantic import Field, create_model
 
+from oct_assets.assets.config_from import dagster_config_from
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
-from oct_assets.ml.config import TrainConfig, field_doc, field_range
+from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
 from oct_assets.ml.lifetime import die_with_parent
 from oct_assets.resources.training import TrainingEnvironment
@@ -33,27 +30,7 @@ from oct_assets.store.salt import salted_dir
 CHECKPOINTS = ".checkpoints"
 
 
-def _dagster_config_from(dc: type) -> type[Config]:
-    """A Dagster Config with the fields, types, defaults, descriptions and bounds of the ML
-    dataclass `dc`.
-
-    One definition of the training settings: the ML core's `TrainConfig` (which validates
-    itself and runs without Dagster on a cluster node) is the source; this mirrors it for the
-    launchpad and run config.
-    """
-    hints = typing.get_type_hints(dc)
-    fields = {}
-    for f in dataclasses.fields(dc):
-        bounds = field_range(f)
-        limits = {} if bounds is None else {"ge": bounds[0], "le": bounds[1]}
-        fields[f.name] = (
-            hints[f.name],
-            Field(default=f.default, description=field_doc(f), **limits),
-        )
-    return create_model("TrainedModelConfig", __base__=Config, **fields)
-
-
-TrainedModelConfig = _dagster_config_from(TrainConfig)
+TrainedModelConfig = dagster_config_from(TrainConfig, "TrainedModelConfig")
 
 
 @asset(group_name=GROUP, code_version="2")  # 2: data-parallel loop, decoder v2 (band)

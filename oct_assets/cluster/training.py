@@ -1,154 +1,156 @@
-"""Training jobs on a Slurm cluster, no Dagster: the torchrun launcher and jobs that survive
-restarts of whoever submitted them.
+"""A model trained on the cluster for one salt, no Dagster: `train_for_salt` reuses the model
+the cluster already has, follows the job already running for the salt, or stages the sample and
+the code and submits one (`jobs.run_or_follow`); then it fetches the model.
 
-A job's id is recorded beside its folder at submission (`jobs/<salt>/job.json`, written by the
-same remote command that runs sbatch). A later call for the same salt follows a job that is still
-pending or running instead of submitting a second one; a failed job is reported (state and log
-tail) and resubmitted only when asked; a job cancelled by its own caller (interrupt, timeout)
-has its record moved aside, so the next call submits afresh. Each job writes into its own
-`<model>.partial-<job id>` folder, so no job ever deletes a folder another live job writes.
+The job runs `python -m oct_assets.ml.train` (`launch.py`) with the uploaded code first on its
+`PYTHONPATH`, writes into its own `<model>.partial-<job id>` folder and publishes it with one
+`mv`; the folders it uses are the cluster layout's (`layout.py`).
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import shlex
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from oct_assets.cluster import slurm
+from oct_assets.cluster import staging, transfer
+from oct_assets.cluster.accounting import job_usage
 from oct_assets.cluster.batch_script import SlurmJobSpec
-from oct_assets.cluster.errors import ClusterError, SlurmJobFailedError, SlurmJobNotFoundError
-from oct_assets.cluster.slurm import RemoteShell
+from oct_assets.cluster.code import upload_ml_code
+from oct_assets.cluster.jobs import partial_dir, run_or_follow
+from oct_assets.cluster.launch import launch, procs_per_node
+from oct_assets.cluster.layout import RemoteLayout
+from oct_assets.cluster.models import download_model
+from oct_assets.cluster.settings import SlurmSettings
+from oct_assets.cluster.ssh import SSHSession
+from oct_assets.cluster.staging import StageResult
 from oct_assets.cluster.types import SlurmJob, SlurmJobStatus
-
-logger = logging.getLogger(__name__)
-
-TRAIN_MODULE = "oct_assets.ml.train"
-PARTIAL_SUFFIX = ".partial-"
-# torchrun's rendezvous port: derived from the job id, so two jobs sharing a node do not collide.
-RDZV_PORT = "$((20000 + SLURM_JOB_ID % 20000))"
+from oct_assets.ml.formats import IMAGES_CSV, MODEL_JSON, TRAIN_CONFIG_JSON, read_csv_rows
 
 
-def procs_per_node(ntasks_per_node: int, gpus_per_node: int) -> int:
-    """Training processes per node: one per GPU where GPUs are asked for, else one per task."""
-    return gpus_per_node or ntasks_per_node
+@dataclass(frozen=True)
+class TrainedOnCluster:
+    """Where the model is on the cluster and how it got there.
 
-
-def launch(python: str, train_args: str, *, nodes: int, per_node: int) -> tuple[list[str], str]:
-    """Setup lines and the command that start `python -m oct_assets.ml.train` in a batch job.
-
-    One process overall: plain python. Otherwise one `torchrun` per node through `srun`
-    (`python -m torch.distributed.run`, so the node's `python` setting also picks torchrun),
-    which starts `per_node` ranks there and meets the others at the head node's c10d rendezvous.
-    A single node rendezvous on 127.0.0.1 and needs no network.
+    `job` is None when the cluster already had the model; `staged` is None unless this call
+    staged the sample (a followed job's caller staged it).
     """
-    py = shlex.quote(python)
-    if nodes * per_node == 1:
-        return [], f"{py} -m {TRAIN_MODULE} {train_args}"
-    head = (
-        "127.0.0.1" if nodes == 1 else '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)'
-    )
-    setup = [f"OCT_RDZV_HOST={head}", f"OCT_RDZV_PORT={RDZV_PORT}"]
-    command = (
-        "srun --nodes=$SLURM_NNODES --ntasks=$SLURM_NNODES --ntasks-per-node=1"
-        f" --cpus-per-task=$(({per_node} * ${{SLURM_CPUS_PER_TASK:-1}}))"
-        f" {py} -m torch.distributed.run --nnodes $SLURM_NNODES --nproc-per-node {per_node}"
-        " --rdzv-id $SLURM_JOB_ID --rdzv-backend c10d"
-        " --rdzv-endpoint $OCT_RDZV_HOST:$OCT_RDZV_PORT"
-        f" -m {TRAIN_MODULE} {train_args}"
-    )
-    return setup, command
+
+    remote: str
+    world_size: int
+    job: SlurmJob | None = None
+    status: SlurmJobStatus | None = None
+    followed: bool = False
+    usage: dict[str, Any] | None = None
+    staged: StageResult | None = None
 
 
-def partial_dir(model_dir: str) -> str:
-    """The job's own unfinished model folder as quoted shell text (`$SLURM_JOB_ID` expands)."""
-    return f"{shlex.quote(model_dir)}{PARTIAL_SUFFIX}$SLURM_JOB_ID"
-
-
-def sweep_dead_partials(shell: RemoteShell, model_dir: str) -> None:
-    """Delete `<model>.partial-<id>` folders whose job Slurm no longer runs (never a live one)."""
-    pattern = shlex.quote(model_dir + PARTIAL_SUFFIX) + "*"
-    shell.run(
-        f'for d in {pattern}; do [ -d "$d" ] || continue; id=${{d##*{PARTIAL_SUFFIX}}};'
-        ' [ -n "$(squeue -h -j "$id" -o %i 2>/dev/null)" ] || rm -rf -- "$d"; done',
-        check=True,
-    )
-
-
-def run_or_follow(
-    shell: RemoteShell,
+def train_for_salt(
+    session: SSHSession,
     *,
-    job_dir: str,
-    model_dir: str,
-    prepare: Callable[[], SlurmJobSpec],
-    record: dict,
-    resubmit_failed: bool,
-    poll_interval_s: float,
-    timeout_s: float | None,
-    on_log_line: Callable[[int, str], None],
+    salt: str,
+    sample_dir: Path,
+    sample_salt: str,
+    training: dict[str, Any],
+    slurm: SlurmSettings,
+    dest: Path,
+    remote_image_root: str | None = None,
+    resubmit_failed: bool = False,
+    record: dict[str, Any] | None = None,
     log: Callable[[str], None],
-) -> tuple[SlurmJob, SlurmJobStatus, bool]:
-    """Follow the job recorded in `job_dir`, or submit `prepare()`'s; (job, status, followed).
-
-    Called when `model_dir` holds no finished model; `on_log_line(job_id, line)` gets the job's
-    log as it grows. Raises `SlurmJobFailedError` for a recorded
-    job that ended without one unless `resubmit_failed` is set.
-    """
-    found = slurm.read_record(shell, job_dir)
-    if found is not None:
-        job, previous = found
-        try:
-            status = slurm.job_status(shell, job.job_id)
-        except SlurmJobNotFoundError:
-            status = SlurmJobStatus(job.job_id, "UNKNOWN", reason="no longer known to Slurm")
-        if not status.finished and status.state != "UNKNOWN":
-            log(
-                f"following Slurm job {job.job_id} ({status.state}) submitted"
-                f" {previous.get('submitted', '?')} for this salt, instead of submitting again"
-            )
-            return job, _follow(shell, job, job_dir, poll_interval_s, timeout_s, on_log_line), True
-        if not resubmit_failed:
-            raise SlurmJobFailedError(
-                job,
-                status,
-                slurm.tail(shell, job.log_path),
-                hint="it was submitted by an earlier run for this salt; set"
-                " `resubmit_failed: true` to submit it again",
-            )
-        log(f"Slurm job {job.job_id} ended {status.state} without a model; resubmitting")
-        slurm.retire_record(shell, job_dir, job.job_id, "failed")
-    sweep_dead_partials(shell, model_dir)
-    spec = prepare()
-    submitted = {"submitted": datetime.now(UTC).isoformat(timespec="seconds"), **record}
-    job = slurm.submit(shell, spec, record=submitted)
-    log(f"submitted Slurm job {job.job_id}; log {job.log_path}")
-    return job, _follow(shell, job, job_dir, poll_interval_s, timeout_s, on_log_line), False
-
-
-def _follow(
-    shell: RemoteShell,
-    job: SlurmJob,
-    job_dir: str,
-    poll_interval_s: float,
-    timeout_s: float | None,
     on_log_line: Callable[[int, str], None],
-) -> SlurmJobStatus:
-    """Wait for the job; if waiting stops early the job is cancelled and its record retired."""
-    try:
-        return slurm.wait(
-            shell,
-            job,
-            poll_interval_s=poll_interval_s,
-            timeout_s=timeout_s,
-            on_log_line=lambda line: on_log_line(job.job_id, line),
-            cancel_on_abort=True,
+) -> TrainedOnCluster:
+    """Put the model of `salt` into `dest`, training it on the cluster unless it is there.
+
+    `training` is the trainer's config (`TrainConfig.to_dict()`), `record` extra fields of the
+    job's record (e.g. the submitting run's id); `log` gets progress lines and `on_log_line`
+    (job id, line) the job's log as it grows.
+    """
+    layout = RemoteLayout(session.remote_root())
+    model = layout.model(salt)
+    if session.exists(f"{model}/{MODEL_JSON}"):
+        log(f"the cluster already has this model at {model}; fetching it")
+        download_model(session, model, dest, expected=None, log=log)
+        return TrainedOnCluster(model, slurm.world_size)
+    staged: list[StageResult] = []
+
+    def prepare() -> SlurmJobSpec:
+        staged.append(_stage_sample(session, layout, sample_dir, sample_salt, remote_image_root))
+        stage = staged[0]
+        log(
+            f"sample at {stage.remote_dir}: {stage.sent_files} of {stage.files} files sent"
+            f" ({stage.sent_bytes / 1e6:.1f} MB, {stage.seconds:.1f}s), all sha256-verified"
+            + (f"; repaired {list(stage.repaired)}" if stage.repaired else "")
         )
-    except SlurmJobFailedError:
-        raise  # the record stays: the next run reports it and resubmits only when asked
-    except BaseException:
-        try:  # slurm.wait cancelled the job; the next run must submit afresh, not report it
-            slurm.retire_record(shell, job_dir, job.job_id, "cancelled")
-        except ClusterError as exc:
-            logger.error("could not retire the record of cancelled job %d: %s", job.job_id, exc)
-        raise
+        code = upload_ml_code(session, layout)
+        config_file = f"{layout.job(salt)}/{TRAIN_CONFIG_JSON}"
+        transfer.write_bytes(session, json.dumps(training, indent=2).encode(), config_file)
+        return job_spec(salt, slurm, layout, sample=stage.remote_dir, code=code, config=config_file)
+
+    job, status, followed = run_or_follow(
+        session,
+        job_dir=layout.job(salt),
+        model_dir=model,
+        prepare=prepare,
+        record={"world_size": slurm.world_size, **(record or {})},
+        resubmit_failed=resubmit_failed,
+        poll_interval_s=slurm.poll_interval_s,
+        timeout_s=slurm.timeout_s,
+        on_log_line=on_log_line,
+        log=log,
+    )
+    usage = job_usage(session, job.job_id)
+    log(f"Slurm job {job.job_id} used (from {usage['source']}): {usage}")
+    download_model(session, model, dest, expected=None, log=log)
+    stage = staged[0] if staged else None
+    return TrainedOnCluster(model, slurm.world_size, job, status, followed, usage, stage)
+
+
+def _stage_sample(
+    session: SSHSession,
+    layout: RemoteLayout,
+    sample_dir: Path,
+    sample_salt: str,
+    remote_image_root: str | None,
+) -> StageResult:
+    """The sample at `samples/<salt>`; with `remote_image_root`, its images copied from there."""
+    images = [row["file"] for row in read_csv_rows(sample_dir / IMAGES_CSV)]
+    return staging.stage_folder(
+        session,
+        sample_dir,
+        layout.sample(sample_salt),
+        key=sample_salt,
+        remote_root=remote_image_root,
+        from_remote_root=images,
+    )
+
+
+def job_spec(
+    salt: str, slurm: SlurmSettings, layout: RemoteLayout, *, sample: str, code: str, config: str
+) -> SlurmJobSpec:
+    """The training job of `salt`: the trainer on `sample` with `config`, the ML code at `code`
+    first on `PYTHONPATH`, the model written aside and published by one `mv`."""
+    q = shlex.quote
+    model = layout.model(salt)
+    partial = partial_dir(model)
+    train_args = (
+        f"--sample {q(sample)} --out {partial} --config {q(config)} --cache-dir {q(layout.cache)}"
+    )
+    per_node = procs_per_node(slurm.ntasks_per_node, slurm.gpus_per_node)
+    launch_setup, command = launch(slurm.python, train_args, nodes=slurm.nodes, per_node=per_node)
+    return SlurmJobSpec(
+        name=f"oct-train-{salt}",
+        command=f"{command} && mv -T {partial} {q(model)}",
+        workdir=layout.job(salt),
+        output="slurm-%j.log",
+        **slurm.sbatch_options(),
+        setup=[
+            *slurm.setup,
+            f"export PYTHONPATH={q(code)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            f"mkdir -p {partial}",
+            *launch_setup,
+        ],
+    )

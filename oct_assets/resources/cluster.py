@@ -173,10 +173,6 @@ class ClusterResource(dg.ConfigurableResource):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def remote_path(self, *parts: str) -> str:
-        """Absolute remote path of `parts` joined under `remote_dir`."""
-        return self.session.resolve("/".join(parts) if parts else ".")
-
 
 def cluster_resource_from_env() -> ClusterResource:
     """The resource the definitions bind: every setting comes from `OCT_CLUSTER_*` at first use.

@@ -17,7 +17,7 @@ from dagster import (
     sensor,
 )
 
-from oct_assets.assets.cluster import cluster_model, model_content_hash
+from oct_assets.assets.cluster import cluster_model
 from oct_assets.assets.graph import CLUSTER_BRANCH
 from oct_assets.cluster.errors import (
     ClusterAuthError,
@@ -27,11 +27,13 @@ from oct_assets.cluster.errors import (
     ClusterHostKeyError,
     RemoteFileNotFoundError,
 )
+from oct_assets.cluster.layout import LATEST_MODEL
+from oct_assets.cluster.models import model_content_hash
 from oct_assets.ml.formats import MODEL_FILES
 from oct_assets.resources.cluster import ClusterResource
 
 CLUSTER_MODEL_PATH_ENV = "OCT_CLUSTER_MODEL_PATH"
-DEFAULT_CLUSTER_MODEL_PATH = "models/latest"  # cluster_model's default remote_model_path
+DEFAULT_CLUSTER_MODEL_PATH = LATEST_MODEL  # cluster_model's default remote_model_path
 # Connect and hash within one tick: the daemon gives a sensor 60 s by default.
 CLUSTER_PROBE_TIMEOUT_S = 40.0
 

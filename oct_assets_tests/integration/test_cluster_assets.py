@@ -15,7 +15,8 @@ from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.train import train
 from oct_assets.resources.io_manager import LatestArtifactIOManager, pointer_salt
 from oct_assets.store.salt import is_complete, salted_dir
-from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
+from oct_assets_tests.services.slurm import SlurmCluster
+from oct_assets_tests.services.sshd import SshServer
 
 TINY_TRAIN = {"epochs": 2, "image_size": 32, "batch_size": 16, "threads": 1, "decode_workers": 1}
 SAMPLE = {"train_per_class": 6, "test_per_class": 3}
@@ -144,6 +145,30 @@ def test_fetch_missing_remote_model_names_the_path(
     assert not result.success
     error = result.failure_data_for_node("cluster_model").error.to_string()
     assert str(sshd_server.remote_dir / "models" / "nothing-here" / "model.pt") in error
+
+
+def test_bad_slurm_setting_fails_before_anything_reaches_the_cluster(
+    sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch, data_env: Path, tmp_path: Path
+) -> None:
+    """A typo in `slurm.time` fails the step at once, naming it: nothing is staged, uploaded
+    or submitted, and the remote folder is never created (no reduced_sample is needed)."""
+    remote = sshd_server.remote_dir / f"untouched-{tmp_path.name}"
+    result = materialize(
+        [cluster_model],
+        instance=DagsterInstance.ephemeral(),
+        resources={
+            "io_manager": LatestArtifactIOManager(),
+            "cluster": sshd_server.resource(remote_dir=str(remote)),
+        },
+        run_config={
+            "ops": {"cluster_model": {"config": {"mode": "train", "slurm": {"time": "1 hour"}}}}
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.failure_data_for_node("cluster_model").error.to_string()
+    assert "slurm.time='1 hour'" in error and "reduced_sample" not in error
+    assert not remote.exists()
 
 
 def test_train_on_slurm_end_to_end(

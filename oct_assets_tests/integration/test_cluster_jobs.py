@@ -19,7 +19,6 @@ from dagster import DagsterInstance, materialize
 from oct_assets.assets.cluster import cluster_model
 from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.resources.io_manager import LatestArtifactIOManager
-from oct_assets_tests.fixtures_cluster import SlurmCluster, SshServer
 from oct_assets_tests.integration.test_cluster_assets import (
     QUICK_JOB,
     SAMPLE,
@@ -27,6 +26,8 @@ from oct_assets_tests.integration.test_cluster_assets import (
     meta,
     node_python,
 )
+from oct_assets_tests.services.slurm import SlurmCluster
+from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
 

@@ -25,7 +25,7 @@ from oct_assets.cluster.errors import (
     RemoteFileNotFoundError,
 )
 from oct_assets.resources.cluster import ClusterResource, cluster_resource_from_env
-from oct_assets_tests.fixtures_cluster import SshServer
+from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
 # A killed connection ends paramiko's SFTP prefetch thread with EOFError; that is the point.
@@ -251,7 +251,7 @@ def test_missing_remote_file_names_the_path(cluster: ClusterResource, tmp_path: 
 
 
 def _big_remote_file(cluster: ClusterResource, name: str, mib: int) -> str:
-    path = cluster.remote_path("drops", name)
+    path = cluster.session.resolve(f"drops/{name}")
     cluster.session.run(f"mkdir -p {os.path.dirname(path)} && head -c {mib}M /dev/urandom > {path}")
     return path
 
@@ -347,7 +347,7 @@ def test_upload_dir_skips_files_that_match(
 
 
 def test_read_from_follows_a_growing_file(cluster: ClusterResource) -> None:
-    log = cluster.remote_path("logs", "job.log")
+    log = cluster.session.resolve("logs/job.log")
     assert cluster.session.read_from(log, 0) == (b"", 0)  # not written yet
     cluster.session.run(f"mkdir -p {os.path.dirname(log)} && printf 'one\\ntwo\\n' > {log}")
     data, offset = cluster.session.read_from(log, 0)
@@ -424,7 +424,7 @@ def test_factory_uses_the_environment(
     for name, value in env.items():
         no_cluster_env.setenv(f"OCT_CLUSTER_{name}", value)
     with cluster_resource_from_env() as resource:
-        assert resource.remote_path("x") == str(sshd_server.remote_dir / "from_env" / "x")
+        assert resource.session.resolve("x") == str(sshd_server.remote_dir / "from_env" / "x")
         assert resource.session.run("whoami").stdout.strip() == sshd_server.user
 
 
@@ -441,41 +441,3 @@ def test_explicit_fields_and_envvar_beat_defaults(
         ClusterResource(
             host="h", username="u", remote_dir="/r", key_file=str(sshd_server.keys["rsa"])
         ).settings()
-
-
-# -- one retry layer, arrows one way ---------------------------------------------------------
-
-
-def test_nested_operations_do_not_multiply_attempts() -> None:
-    """An operation inside another's retried `op` runs once; the outer layer owns the retries."""
-    from oct_assets.cluster.ssh import SSHSession
-    from oct_assets.cluster.types import SSHSettings
-
-    session = SSHSession(SSHSettings(host="h", username="u", retries=2, retry_backoff_s=0))
-    calls: list[str] = []
-
-    def inner() -> None:
-        calls.append("inner")
-        raise EOFError("dropped")
-
-    with pytest.raises(ClusterConnectionError, match="after 3 attempt"):
-        session.retrying("outer", lambda: session.retrying("inner", inner))
-    assert calls == ["inner"] * 3  # not 3 x 3
-
-
-def test_ssh_never_imports_transfer_and_cluster_never_imports_dagster() -> None:
-    import ast
-
-    import oct_assets.cluster as package
-
-    below_transfer = {"ssh.py", "auth.py", "sftp.py", "remote_files.py", "errors.py", "types.py"}
-    modules = sorted(Path(package.__file__).parent.glob("*.py"))
-    assert below_transfer <= {m.name for m in modules}
-    for module in modules:
-        tree = ast.parse(module.read_text())
-        imported = {
-            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-        } | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        if module.name in below_transfer:
-            assert not imported & {"oct_assets.cluster.transfer", "oct_assets.cluster.staging"}
-        assert not any(m.split(".")[0] == "dagster" for m in imported), module.name

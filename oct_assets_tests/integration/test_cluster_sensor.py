@@ -15,7 +15,8 @@ import pytest
 from oct_assets.definitions import defs
 from oct_assets.resources.cluster import ClusterResource, cluster_resource_from_env
 from oct_assets.sensors.cluster import cluster_model_sensor
-from oct_assets_tests.fixtures_cluster import SshServer, free_port
+from oct_assets_tests.services.daemons import free_port
+from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
 

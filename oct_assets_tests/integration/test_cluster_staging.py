@@ -12,7 +12,7 @@ import pytest
 from oct_assets.cluster.errors import ClusterConnectionError, TransferVerificationError
 from oct_assets.cluster.staging import MARKER, stage_folder
 from oct_assets.resources.cluster import ClusterResource
-from oct_assets_tests.fixtures_cluster import SshServer
+from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
 drops = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

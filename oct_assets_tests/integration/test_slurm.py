@@ -9,7 +9,7 @@ import pytest
 
 from oct_assets.cluster import slurm as sl
 from oct_assets.cluster.accounting import job_usage
-from oct_assets.cluster.batch_script import SlurmJobSpec, render_batch_script
+from oct_assets.cluster.batch_script import SlurmJobSpec
 from oct_assets.cluster.errors import (
     SlurmJobFailedError,
     SlurmJobNotFoundError,
@@ -18,9 +18,8 @@ from oct_assets.cluster.errors import (
     SlurmWaitTimeoutError,
 )
 from oct_assets.cluster.ssh import SSHSession
-from oct_assets.cluster.training import launch, procs_per_node
-from oct_assets.cluster.types import CommandResult
-from oct_assets_tests.fixtures_cluster import AccountingCluster, SlurmCluster, SshServer
+from oct_assets_tests.services.slurm import AccountingCluster, SlurmCluster
+from oct_assets_tests.services.sshd import SshServer
 
 POLL_S = 0.3
 
@@ -47,45 +46,6 @@ def wait_for_state(session: SSHSession, job_id: int, states: set[str], timeout_s
             return state
         time.sleep(POLL_S)
     raise AssertionError(f"job {job_id} never reached {states}; last {state}")
-
-
-def test_render_batch_script() -> None:
-    text = render_batch_script(
-        SlurmJobSpec(
-            name="train",
-            command="python -m oct_assets.ml.train --sample s --out o --config c.json",
-            workdir="/scratch/u/run1",
-            partition="gpu",
-            time="0-02:00:00",
-            cpus_per_task=8,
-            mem="16G",
-            gres="gpu:1",
-            setup=("source /scratch/u/venv/bin/activate",),
-            extra_directives=("--account=proj42",),
-        )
-    )
-    lines = text.splitlines()
-    assert lines[0] == "#!/bin/bash"
-    for directive in (
-        "--job-name=train",
-        "--chdir=/scratch/u/run1",
-        "--output=/scratch/u/run1/slurm-%j.log",
-        "--partition=gpu",
-        "--time=0-02:00:00",
-        "--cpus-per-task=8",
-        "--mem=16G",
-        "--gres=gpu:1",
-        "--account=proj42",
-    ):
-        assert f"#SBATCH {directive}" in lines
-    assert lines.index("source /scratch/u/venv/bin/activate") < len(lines) - 1
-    assert lines[-1].startswith("python -m oct_assets.ml.train")
-
-
-def test_spec_validation_names_every_bad_field() -> None:
-    with pytest.raises(ValueError, match=r"name=.*time=.*mem=") as info:
-        SlurmJobSpec(name="two words", command="true", workdir="/w", time="soon", mem="lots")
-    assert "cpus_per_task" not in str(info.value)
 
 
 @pytest.mark.cluster
@@ -135,49 +95,6 @@ def test_rejected_submission_and_unknown_job(slurm: SSHSession) -> None:
         sl.job_status(slurm, 987654)
 
 
-def test_render_multi_node_gpu_job_and_its_torchrun_launch() -> None:
-    setup, command = launch("python3", "--sample s --out o", nodes=4, per_node=8)
-    text = render_batch_script(
-        SlurmJobSpec(
-            name="ddp",
-            command=command,
-            workdir="/scratch/u/ddp",
-            nodes=4,
-            ntasks_per_node=1,
-            gpus_per_node=8,
-            cpus_per_task=8,
-            account="proj42",
-            qos="normal",
-            constraint="a100&ib",
-            extra_directives=("--exclusive",),
-            setup=("module load cuda", *setup),
-        )
-    )
-    lines = text.splitlines()
-    for directive in (
-        "--nodes=4",
-        "--ntasks-per-node=1",
-        "--gpus-per-node=8",
-        "--account=proj42",
-        "--qos=normal",
-        "--constraint='a100&ib'",
-        "--exclusive",
-    ):
-        assert f"#SBATCH {directive}" in lines
-    assert 'OCT_RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)' in lines
-    assert lines[-1].startswith("srun --nodes=$SLURM_NNODES --ntasks=$SLURM_NNODES")
-    assert "-m torch.distributed.run --nnodes $SLURM_NNODES --nproc-per-node 8" in lines[-1]
-    assert "--rdzv-backend c10d --rdzv-endpoint $OCT_RDZV_HOST:$OCT_RDZV_PORT" in lines[-1]
-    assert lines[-1].endswith("-m oct_assets.ml.train --sample s --out o")
-    # One process stays plain python; one node meets on loopback.
-    assert launch("py", "--x", nodes=1, per_node=1) == ([], "py -m oct_assets.ml.train --x")
-    assert "OCT_RDZV_HOST=127.0.0.1" in launch("py", "--x", nodes=1, per_node=2)[0]
-    assert procs_per_node(ntasks_per_node=2, gpus_per_node=0) == 2
-    assert procs_per_node(ntasks_per_node=1, gpus_per_node=4) == 4
-    with pytest.raises(ValueError, match="gpus_per_node or gres"):
-        SlurmJobSpec(name="x", command="true", workdir="/w", gpus_per_node=1, gres="gpu:1")
-
-
 @pytest.mark.cluster
 def test_impossible_job_fails_fast_naming_the_reason(slurm: SSHSession) -> None:
     job = sl.submit(slurm, spec("toobig", "true", cpus_per_task=4096))
@@ -197,52 +114,6 @@ def test_submit_records_the_job_beside_its_folder(slurm: SSHSession) -> None:
     assert recorded == job and fields["world_size"] == 2
     assert sl.read_record(slurm, "jobs/never-submitted") is None
     sl.wait(slurm, job, poll_interval_s=POLL_S, timeout_s=60)
-
-
-class _Shell:
-    """Answers sacct like a two-node GPU cluster (which the test cluster is not)."""
-
-    def run(self, command: str, **kwargs) -> CommandResult:
-        assert command.startswith("sacct ")
-        out = (
-            "77|COMPLETED|0:0|3600|01:30:00||2|16|billing=16,cpu=16,gres/gpu=4,mem=64G,node=2\n"
-            "77.batch|COMPLETED|0:0|3600|00:01:00|1200M|1|8|cpu=8,mem=32G,node=1\n"
-            "77.0|COMPLETED|0:0|3590|01:29:00|7.5G|2|16|cpu=16,gres/gpu=4,node=2\n"
-        )
-        return CommandResult(command, 0, out, "")
-
-
-def test_usage_from_sacct() -> None:
-    usage = job_usage(_Shell(), 77)
-    assert usage["source"] == "sacct" and usage["state"] == "COMPLETED"
-    assert usage["exit_code"] == 0 and usage["elapsed_s"] == 3600
-    assert usage["node_hours"] == 2 and usage["gpu_hours"] == 4
-    assert usage["cpu_efficiency"] == round(5400 / (3600 * 16), 4)
-    assert usage["peak_memory_bytes"] == int(7.5 * 2**30)
-
-
-class _SettlingShell:
-    """sacct lags scontrol: the first answer still says RUNNING, with no CPU time yet."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def run(self, command: str, **kwargs) -> CommandResult:
-        self.calls += 1
-        state, cpu, rss = (
-            ("RUNNING", "00:00:00", "") if self.calls == 1 else ("COMPLETED", "00:00:09", "5M")
-        )
-        out = f"8|{state}|0:0|10|{cpu}||1|1|cpu=1,node=1\n8.batch|{state}|0:0|10|{cpu}|{rss}|1|1|\n"
-        return CommandResult(command, 0, out, "")
-
-
-def test_usage_waits_for_the_final_sacct_record() -> None:
-    shell = _SettlingShell()
-    usage = job_usage(shell, 8)
-    assert shell.calls == 2 and usage["state"] == "COMPLETED" and "why" not in usage
-    assert usage["cpu_efficiency"] == 0.9 and usage["peak_memory_bytes"] == 5 * 2**20
-    stuck = job_usage(_SettlingShell(), 8, settle_s=0)  # asked once: what sacct has, and why
-    assert stuck["state"] == "RUNNING" and "not final" in stuck["why"]
 
 
 @pytest.fixture

@@ -1,0 +1,42 @@
+"""The cluster folder's layout, defined once: where models, jobs, samples, the decode cache and
+the uploaded code live under the remote working folder (`OCT_CLUSTER_REMOTE_DIR`).
+
+    models/<salt>/     a trained model (model.pt, model.json), published by one `mv`
+    jobs/<salt>/       job.json, the batch script, train_config.json, slurm-<id>.log
+    samples/<salt>/    a staged reduced_sample
+    cache/             the trainer's decode cache, shared by every job
+    code/<digest>/     this project's ML code, named by its content hash
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+MODELS, JOBS, SAMPLES, CACHE, CODE = "models", "jobs", "samples", "cache", "code"
+# The model folder that fetch mode and the sensor read unless told otherwise (relative: under
+# the remote working folder).
+LATEST_MODEL = posixpath.join(MODELS, "latest")
+
+
+@dataclass(frozen=True)
+class RemoteLayout:
+    """Absolute remote paths of the cluster folder's parts, for the folder `root`."""
+
+    root: str
+
+    def model(self, salt: str) -> str:
+        return posixpath.join(self.root, MODELS, salt)
+
+    def job(self, salt: str) -> str:
+        return posixpath.join(self.root, JOBS, salt)
+
+    def sample(self, salt: str) -> str:
+        return posixpath.join(self.root, SAMPLES, salt)
+
+    @property
+    def cache(self) -> str:
+        return posixpath.join(self.root, CACHE)
+
+    def code(self, digest: str) -> str:
+        return posixpath.join(self.root, CODE, digest)

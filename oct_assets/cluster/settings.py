@@ -1,0 +1,135 @@
+"""The Slurm settings a user may pass, declared once: what `sbatch` is asked for, and how the
+training job runs. They validate themselves when built, so a typo fails before anything is
+staged or submitted; the Dagster config of `cluster_model` is generated from `SlurmSettings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from oct_assets.cluster.launch import procs_per_node
+from oct_assets.ml.config import field_range, setting
+
+NO_SPACE = re.compile(r"^\S+$")
+_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_MEM = re.compile(r"^\d+[KMGT]?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SbatchOptions:
+    """The allocation and where it runs: one field per sbatch option, with sbatch's defaults."""
+
+    # Prefix of a field's name in error messages (where a user writes the setting).
+    FIELD_PREFIX: ClassVar[str] = ""
+    WHAT: ClassVar[str] = "Slurm options"
+
+    partition: str | None = setting(None, "sbatch --partition")
+    account: str | None = setting(None, "sbatch --account")
+    qos: str | None = setting(None, "sbatch --qos")
+    constraint: str | None = setting(None, "sbatch --constraint")
+    time: str = setting("01:00:00", "sbatch --time (D-HH:MM:SS, HH:MM:SS, MM:SS or MM)")
+    nodes: int = setting(1, "sbatch --nodes", low=1)
+    ntasks_per_node: int = setting(
+        1, "sbatch --ntasks-per-node: training processes per node", low=1
+    )
+    gpus_per_node: int = setting(0, "sbatch --gpus-per-node; one training process per GPU", low=0)
+    cpus_per_task: int = setting(1, "sbatch --cpus-per-task", low=1)
+    mem: str | None = setting(None, "sbatch --mem (per node), e.g. 4G or 500M")
+    gres: str | None = setting(None, "sbatch --gres (e.g. gpu:a100:4) instead of gpus_per_node")
+    extra_directives: tuple[str, ...] = setting((), "further #SBATCH options, e.g. --exclusive")
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError(f"invalid {self.WHAT}: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every invalid field, named as the user writes it; empty when all are valid."""
+        p = self.FIELD_PREFIX
+        problems = []
+        for label in ("partition", "account", "qos", "gres"):
+            value = getattr(self, label)
+            if value is not None and not NO_SPACE.match(value):
+                problems.append(f"{p}{label}={value!r} must be non-empty without whitespace")
+        if self.constraint is not None and ("\n" in self.constraint or not self.constraint):
+            problems.append(f"{p}constraint={self.constraint!r} must be one non-empty line")
+        if not _TIME.match(self.time):
+            problems.append(f"{p}time={self.time!r} is not a Slurm time (D-HH:MM:SS, HH:MM:SS, MM)")
+        if self.mem is not None and not _MEM.match(self.mem):
+            problems.append(f"{p}mem={self.mem!r} is not a Slurm size such as 4G or 500M")
+        problems += _out_of_range(self, p)
+        if self.gpus_per_node and self.gres:
+            problems.append("set gpus_per_node or gres, not both")
+        for directive in self.extra_directives:
+            if not directive.startswith("--") or "\n" in directive:
+                problems.append(f"extra directive {directive!r} must be one `--option=value`")
+        return problems
+
+    def sbatch_options(self) -> dict[str, Any]:
+        """The sbatch fields alone, for a `SlurmJobSpec`."""
+        return {f.name: getattr(self, f.name) for f in fields(SbatchOptions)}
+
+
+def _out_of_range(settings: object, prefix: str) -> list[str]:
+    problems = []
+    for f in fields(settings):  # type: ignore[arg-type]
+        bounds = field_range(f)
+        value = getattr(settings, f.name)
+        if bounds is not None and value < bounds[0]:
+            problems.append(f"{prefix}{f.name}={value} must be >= {bounds[0]}")
+        elif bounds is not None and bounds[1] is not None and value > bounds[1]:
+            problems.append(f"{prefix}{f.name}={value} must be <= {bounds[1]}")
+    return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmSettings(SbatchOptions):
+    """The `slurm` block of `cluster_model`: the job's allocation, where it runs and how it is
+    followed. Only the world size (nodes x processes per node) changes the trained weights, so
+    only it goes into the salt.
+
+    A training job asks for 4 CPUs and 8G per node unless told otherwise (sbatch alone would
+    ask for one CPU and no memory); users rely on these defaults.
+    """
+
+    FIELD_PREFIX: ClassVar[str] = "slurm."
+    WHAT: ClassVar[str] = "Slurm settings"
+
+    cpus_per_task: int = setting(4, "sbatch --cpus-per-task", low=1)
+    mem: str | None = setting("8G", "sbatch --mem (per node), e.g. 4G or 500M")
+    python: str = setting("python3", "python on the node with torch, numpy and pillow")
+    setup: tuple[str, ...] = setting(
+        (), "shell lines before training, e.g. 'source ~/venvs/oct/bin/activate'"
+    )
+    poll_interval_s: float = setting(5.0, "seconds between squeue polls (> 0)")
+    timeout_s: float | None = setting(
+        None, "give up (and scancel) after this many seconds (> 0); none waits forever"
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if not self.poll_interval_s > 0:
+            problems.append(f"slurm.poll_interval_s={self.poll_interval_s} must be > 0")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            problems.append(f"slurm.timeout_s={self.timeout_s} must be > 0")
+        return problems
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * procs_per_node(self.ntasks_per_node, self.gpus_per_node)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SlurmSettings:
+        """Build from run config (lists for the tuple fields); unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown Slurm setting(s): {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
