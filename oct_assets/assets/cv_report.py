@@ -8,7 +8,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
 from oct_assets.assets.ensemble import ensemble_model
-from oct_assets.assets.metadata import per_class_table, png_markdown
+from oct_assets.assets.metadata import listing, per_class_table, png_markdown
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.ml.formats import CONFUSION_MATRIX_PNG, interval_text
 from oct_assets.store.artifact import Artifact
@@ -19,7 +19,7 @@ OOF_CSV = "oof_predictions.csv"  # one row per train scan: fold, label, mean pro
 
 @asset(
     group_name=GROUP,
-    code_version="1",
+    code_version="2",  # 2: the scans every seed gets wrong
     ins={"ensemble_model": AssetIn(ensemble_model.key)},
     description="Every train scan predicted by the fold models that never saw its patient, "
     "pooled: accuracy, per-class recall, per-patient accuracy with patient-bootstrap "
@@ -81,6 +81,10 @@ def describe_cv_report(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         "by_width": MetadataValue.md("\n".join(widths)),
         "per_fold": MetadataValue.md("\n".join(members)),
         "per_seed": MetadataValue.md("\n".join(seeds)),
+        "wrong_for_every_seed": listing(
+            f"{len(r['wrong_for_every_seed'])} train scans every seed gets wrong",
+            r["wrong_for_every_seed"],
+        ),
         "oof_csv": MetadataValue.path(str(folder / OOF_CSV)),
         "report_json": MetadataValue.path(str(folder / CV_REPORT_JSON)),
         "confusion_matrix": png_markdown(folder / CONFUSION_MATRIX_PNG, "confusion matrix"),

@@ -161,7 +161,8 @@ class OutOfFold:
         return np.mean(list(self.probs.values()), axis=0)
 
     def report(self) -> dict[str, Any]:
-        """`pooled_figures` of the seeds' mean, each seed's pooled accuracy, per fold model."""
+        """`pooled_figures` of the seeds' mean, each seed's pooled accuracy, per fold model, and
+        the scans every seed gets wrong."""
         pooled = pooled_figures(
             self.labels, self.mean_probs(), self.patients, self.classes, self.widths
         )
@@ -169,7 +170,15 @@ class OutOfFold:
             str(seed): round(float((p.argmax(1) == self.labels).mean()), 5)
             for seed, p in self.probs.items()
         }
-        return {"pooled": pooled, "per_seed": per_seed, "members": self.members}
+        # Errors no seed mends (`recipe_cv.py`'s seed agreement): hard scans, or wrong labels.
+        stacked = np.stack(list(self.probs.values()))  # seeds x scans x classes
+        wrong = np.flatnonzero((stacked.argmax(2) != self.labels).all(0))
+        return {
+            "pooled": pooled,
+            "per_seed": per_seed,
+            "members": self.members,
+            "wrong_for_every_seed": [self.files[i] for i in wrong],
+        }
 
 
 def out_of_fold(member_dirs: Sequence[Path]) -> OutOfFold:

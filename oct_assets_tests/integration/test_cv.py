@@ -71,6 +71,7 @@ def test_ensemble_report_audit_and_partitions(cv_tree: Path, data_env: Path) -> 
     with open(Path(str(report["path"])) / "oof_predictions.csv", newline="") as fh:
         oof = list(csv.DictReader(fh))
     assert report["n_images"] == len(oof) == 4 * FOLDS
+    assert "train scans every seed gets wrong" in report["wrong_for_every_seed"]
     assert len({r["file"] for r in oof}) == len(oof)
     assert {int(r["fold"]) for r in oof} == set(range(FOLDS))
     [audit] = meta(first, "label_audit")
