@@ -105,8 +105,8 @@ def main() -> None:
             user, port = server.user, server.port
         with res:
             remote = res.session.resolve("bench_transfer.bin")
-            res.run(f"head -c {args.size_mb}M /dev/urandom > {remote}", check=True)
-            size = res.stat(remote).size
+            res.session.run(f"head -c {args.size_mb}M /dev/urandom > {remote}", check=True)
+            size = res.session.stat(remote).size
             ours: list[float] = []
             theirs: list[float] = []
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -125,7 +125,7 @@ def main() -> None:
                     print(f"round {round_ + 1} {tool:8s} {size / seconds / 1e6:7.1f} MB/s")
                     target.unlink()
             rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            res.run(f"rm -f {remote}")
+            res.session.run(f"rm -f {remote}")
         ratio = statistics.median(ours) / statistics.median(theirs)
         print(
             f"median: resource {statistics.median(ours):.1f} MB/s, scp"

@@ -5,7 +5,6 @@ staged or submitted; the Dagster config of `cluster_model` is generated from `Sl
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -60,29 +59,27 @@ class SbatchOptions:
             problems.append(f"{p}time={self.time!r} is not a Slurm time (D-HH:MM:SS, HH:MM:SS, MM)")
         if self.mem is not None and not _MEM.match(self.mem):
             problems.append(f"{p}mem={self.mem!r} is not a Slurm size such as 4G or 500M")
-        problems += _out_of_range(self, p)
+        problems += self._out_of_range()
         if self.gpus_per_node and self.gres:
-            problems.append("set gpus_per_node or gres, not both")
+            problems.append(f"set {p}gpus_per_node or {p}gres, not both")
         for directive in self.extra_directives:
             if not directive.startswith("--") or "\n" in directive:
                 problems.append(f"extra directive {directive!r} must be one `--option=value`")
         return problems
 
+    def _out_of_range(self) -> list[str]:
+        problems = []
+        for f in fields(self):
+            bounds, value = field_range(f), getattr(self, f.name)
+            if bounds is not None and value < bounds[0]:
+                problems.append(f"{self.FIELD_PREFIX}{f.name}={value} must be >= {bounds[0]}")
+            elif bounds is not None and bounds[1] is not None and value > bounds[1]:
+                problems.append(f"{self.FIELD_PREFIX}{f.name}={value} must be <= {bounds[1]}")
+        return problems
+
     def sbatch_options(self) -> dict[str, Any]:
         """The sbatch fields alone, for a `SlurmJobSpec`."""
         return {f.name: getattr(self, f.name) for f in fields(SbatchOptions)}
-
-
-def _out_of_range(settings: object, prefix: str) -> list[str]:
-    problems = []
-    for f in fields(settings):  # type: ignore[arg-type]
-        bounds = field_range(f)
-        value = getattr(settings, f.name)
-        if bounds is not None and value < bounds[0]:
-            problems.append(f"{prefix}{f.name}={value} must be >= {bounds[0]}")
-        elif bounds is not None and bounds[1] is not None and value > bounds[1]:
-            problems.append(f"{prefix}{f.name}={value} must be <= {bounds[1]}")
-    return problems
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,11 +107,11 @@ class SlurmSettings(SbatchOptions):
     )
 
     def problems(self) -> list[str]:
-        problems = super().problems()
+        problems, p = super().problems(), self.FIELD_PREFIX
         if not self.poll_interval_s > 0:
-            problems.append(f"slurm.poll_interval_s={self.poll_interval_s} must be > 0")
+            problems.append(f"{p}poll_interval_s={self.poll_interval_s} must be > 0")
         if self.timeout_s is not None and not self.timeout_s > 0:
-            problems.append(f"slurm.timeout_s={self.timeout_s} must be > 0")
+            problems.append(f"{p}timeout_s={self.timeout_s} must be > 0")
         return problems
 
     @property
@@ -130,6 +127,3 @@ class SlurmSettings(SbatchOptions):
             raise ValueError(f"unknown Slurm setting(s): {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
