@@ -199,3 +199,36 @@ def test_a_damaged_old_output_does_not_stop_later_runs(
     third = run(instance, inbox_predictions)
     assert third["hashed"] == 3 and third["scored_now"] == 1 and third["reused"] == 2
     assert set(rows(third)) == {"a.jpeg", "b.jpeg", "c.jpeg"}
+
+
+def test_two_runs_at_once(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `inbox_predictions` at once on one inbox: both succeed with the same, complete
+    folder, and every row names the bytes of its file."""
+    run(DagsterInstance.ephemeral(), champion_model, accuracy_floor=0.0)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    good = scans(trained.parent / "images")
+    for i in range(40):
+        shutil.copyfile(good[i % len(good)], inbox / f"scan-{i:02d}.jpeg")
+    monkeypatch.setenv("OCT_INBOX_DIR", str(inbox))
+    results: list[dict] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(run(DagsterInstance.ephemeral(), inbox_predictions))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and len(results) == 2, errors
+    assert results[0]["path"] == results[1]["path"]
+    table = rows(results[0])
+    assert len(table) == 40
+    for name, row in table.items():
+        assert row["sha256"] == hashlib.sha256((inbox / name).read_bytes()).hexdigest()
+        assert row["predicted_class"] and (Path(results[0]["path"]) / row["cam"]).is_file()
