@@ -383,9 +383,11 @@ def describe_inbox(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         "predictions_csv": MetadataValue.path(str(folder / PREDICTIONS_CSV)),
     }
     if s["bad"]:
-        meta["bad_files"] = listing("Files with no diagnosis, and why:", s["bad"])
+        title = f"Files with no diagnosis ({s['n_bad']} in all), and why:"
+        meta["bad_files"] = listing(title, s["bad"])
     if s["hidden"]:
-        meta["hidden_left_out"] = listing("Hidden files and folders left out:", s["hidden"])
+        title = f"Hidden files and folders left out ({s['n_hidden']} in all):"
+        meta["hidden_left_out"] = listing(title, s["hidden"])
     if (folder / CONTACT_SHEET_PNG).is_file():
         meta["contact_sheet"] = png_markdown(folder / CONTACT_SHEET_PNG, "CAM overlays")
     return meta

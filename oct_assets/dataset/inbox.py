@@ -21,7 +21,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # Larger than any file the scan rule accepts (an uncompressed 4096x4096 RGB PNG is 48 MiB), so
@@ -52,6 +52,11 @@ class InboxEntry:
     ino: int = -1
     dev: int = -1
     problem: str = ""
+
+    def line(self) -> str:
+        """The entry as one JSON line: what the fingerprint hashes and the spool holds."""
+        fields = (self.rel, self.kind, self.size, self.mtime_ns, self.ctime_ns, self.ino)
+        return json.dumps([*fields, self.dev, self.problem]) + "\n"
 
     @property
     def identity(self) -> str:
@@ -148,16 +153,20 @@ def file_kind(mode: int) -> str:
     return next((word for test, word in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
 
 
-def inbox_fingerprint(entries: Iterable[InboxEntry]) -> tuple[str, int]:
+def inbox_fingerprint(
+    entries: Iterable[InboxEntry], sink: Callable[[str], object] | None = None
+) -> tuple[str, int]:
     """Hash of every non-hidden entry's path, kind and stat identity, and their number: adding,
     removing, changing, touching or replacing a scan (even with the same size and mtime)
-    moves it."""
+    moves it. Each entry's line (hidden ones too) also goes to `sink`, when given."""
     h, n = hashlib.sha256(), 0
     for e in entries:
-        if e.kind == HIDDEN:
-            continue
-        h.update(json.dumps(astuple(e)).encode() + b"\n")
-        n += 1
+        line = e.line()
+        if sink is not None:
+            sink(line)
+        if e.kind != HIDDEN:
+            h.update(line.encode())
+            n += 1
     return h.hexdigest(), n
 
 
@@ -180,13 +189,8 @@ class Listing:
 def listed_inbox(root: Path) -> Iterator[Listing]:
     """List `root` once (an absent root lists empty); iterate the result as often as needed."""
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
-
-        def spooled() -> Iterator[InboxEntry]:
-            for e in walk_inbox(root) if Path(root).is_dir() else ():
-                spool.write(json.dumps(astuple(e)) + "\n")
-                yield e
-
-        fingerprint, n = inbox_fingerprint(spooled())
+        entries = walk_inbox(root) if Path(root).is_dir() else iter(())
+        fingerprint, n = inbox_fingerprint(entries, sink=spool.write)
         spool.flush()
         yield Listing(fingerprint, n, spool)
 
