@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from oct_assets.dataset.layout import CLASSES
+from oct_assets.contracts.formats import CLASSES
 
 
 def alternate(runs: int, **candidates: Callable[[], object]) -> dict[str, list[float]]:

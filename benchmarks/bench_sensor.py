@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, build_sensor_context
 
-from oct_assets.dataset.layout import CLASSES
+from oct_assets.contracts.formats import CLASSES
 from oct_assets.dataset.scan import tree_fingerprint
 from oct_assets.sensors.images import new_images_sensor
 

@@ -11,7 +11,25 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "oct_assets"
-LIBRARIES = ("oct_assets.store", "oct_assets.dataset", "oct_assets.cluster", "oct_assets.ml")
+LIBRARIES = (
+    "oct_assets.contracts",
+    "oct_assets.store",
+    "oct_assets.dataset",
+    "oct_assets.cluster",
+    "oct_assets.ml",
+    "oct_assets.serving",
+)
+# Each library imports only the packages named here (and itself): the contracts leaf at the
+# bottom, the store on it, the ML core shippable with the leaf alone (`cluster/code.py`).
+ALLOWED_BELOW = {
+    "oct_assets.contracts": set(),
+    "oct_assets.paths": set(),
+    "oct_assets.store": {"oct_assets.contracts", "oct_assets.paths"},
+    "oct_assets.dataset": {"oct_assets.contracts"},
+    "oct_assets.ml": {"oct_assets.contracts"},
+    "oct_assets.serving": {"oct_assets.contracts", "oct_assets.dataset", "oct_assets.ml"},
+    "oct_assets.cluster": {"oct_assets.contracts", "oct_assets.ml"},
+}
 # Modules outside the libraries that must not load Dagster either: the desk commands
 # (`python -m oct_assets predict` answers without it) and the dispatcher in front of them.
 DAGSTER_FREE = ("oct_assets.paths", "oct_assets.cli.desk", "oct_assets.__main__")
@@ -74,13 +92,29 @@ def test_libraries_never_import_dagster_or_the_dagster_layer() -> None:
 
 
 def test_no_import_cycle() -> None:
-    graph = internal_graph()
+    assert cycles_of(internal_graph()) == []
+
+
+def package(module: str) -> str:
+    """`oct_assets.ml.loop` -> `oct_assets.ml`; a top-level module is a package of its own."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    packages: dict[str, set[str]] = {}
+    for m, targets in graph.items():
+        edges = packages.setdefault(package(m), set())
+        edges.update(package(n) for n in targets if package(n) != package(m))
+    return packages
+
+
+def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(m: str, path: list[str]) -> None:
         state[m] = 1
-        for n in sorted(graph[m]):
+        for n in sorted(graph.get(m, ())):
             if state.get(n) == 1:
                 cycles.append([*path[path.index(n) :], n])
             elif n not in state:
@@ -90,7 +124,31 @@ def test_no_import_cycle() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
-    assert cycles == []
+    return cycles
+
+
+def test_no_package_level_cycle() -> None:
+    """`ml -> dataset -> ml` is a cycle even when no two modules import each other."""
+    assert cycles_of(package_graph(internal_graph())) == []
+
+
+def test_each_library_imports_only_the_floors_below_it() -> None:
+    packages = package_graph(internal_graph())
+    offenders = {
+        p: sorted(packages.get(p, set()) - allowed)
+        for p, allowed in ALLOWED_BELOW.items()
+        if packages.get(p, set()) - allowed
+    }
+    assert offenders == {}
+
+
+def test_the_package_check_sees_a_cycle_of_packages() -> None:
+    graph = {"oct_assets.ml.score": {"oct_assets.dataset.inbox"}, "oct_assets.dataset.x": set()}
+    graph["oct_assets.dataset.inbox"] = {"oct_assets.ml.formats"}
+    graph["oct_assets.ml.formats"] = set()
+    assert cycles_of(package_graph(graph)) == [
+        ["oct_assets.dataset", "oct_assets.ml", "oct_assets.dataset"]
+    ]
 
 
 def test_the_layer_check_sees_a_cycle_and_a_dagster_import(tmp_path: Path) -> None:

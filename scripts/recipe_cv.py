@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from oct_assets.dataset.layout import CLASSES, SPLITS
+from oct_assets.contracts.formats import CLASSES, PREDICTIONS_CSV, SPLITS, read_csv_rows
 from oct_assets.ml.config import real_data_config
 from oct_assets.ml.folds import patient_folds, pooled_figures, scan_widths
-from oct_assets.ml.formats import PREDICTIONS_CSV, read_csv_rows
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
 

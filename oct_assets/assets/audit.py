@@ -44,7 +44,8 @@ def label_audit(
     context: AssetExecutionContext, config: LabelAuditConfig, ensemble_model: Artifact
 ) -> Output[Artifact]:
     def build(tmp: Path) -> dict[str, Any]:
-        from oct_assets.ml.atomic import read_json
+        from oct_assets.contracts.files import read_json
+        from oct_assets.contracts.formats import MODEL_JSON
         from oct_assets.ml.audit import (
             AUDIT_COLUMNS,
             NEAR_DUPLICATE_COLUMNS,
@@ -56,7 +57,6 @@ def label_audit(
         from oct_assets.ml.data import read_sample
         from oct_assets.ml.ensemble import member_dirs
         from oct_assets.ml.folds import out_of_fold
-        from oct_assets.ml.formats import MODEL_JSON
 
         meta = read_json(ensemble_model.path / MODEL_JSON)
         sample = read_sample(salted_dir(reduced_sample.key.path[-1], meta["sample_salt"]))

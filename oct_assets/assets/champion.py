@@ -21,7 +21,10 @@ from oct_assets.assets.ensemble import ensemble_predictions
 from oct_assets.assets.metadata import png_markdown
 from oct_assets.assets.predictions import cluster_predictions, predictions
 from oct_assets.assets.salted import salted_output
-from oct_assets.ml.champion import (
+from oct_assets.contracts.files import exclusive_lock, write_json_atomic
+from oct_assets.contracts.formats import CAM_GRID_PNG, MANIFEST_JSON
+from oct_assets.paths import data_dir
+from oct_assets.serving.champion import (
     CHAMPION_ASSET,
     CHAMPION_JSON,
     EXPORT_CHECK_JSON,
@@ -34,10 +37,7 @@ from oct_assets.ml.champion import (
     read_current,
     write_current,
 )
-from oct_assets.ml.formats import CAM_GRID_PNG, MANIFEST_JSON
-from oct_assets.paths import data_dir
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import exclusive_lock, write_json_atomic
 from oct_assets.store.salt import is_complete, read_manifest
 
 CHAMPION = CHAMPION_ASSET
@@ -180,8 +180,8 @@ def _promote(
 def write_card_and_export(chosen: Candidate, rule: dict[str, Any], tmp: Path) -> dict[str, Any]:
     """`model_card.md` (with the evaluation's CAM grid beside it) and `model.ts`, checked
     against the project's loader on the test split it was scored on."""
-    from oct_assets.ml.card import model_card_md
-    from oct_assets.ml.export import export_difference, export_torchscript
+    from oct_assets.serving.card import model_card_md
+    from oct_assets.serving.export import export_difference, export_torchscript
 
     data = data_dir()
     (tmp / MODEL_CARD_MD).write_text(model_card_md(data, asdict(chosen), rule))

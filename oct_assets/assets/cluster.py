@@ -21,9 +21,8 @@ from oct_assets.assets.model import describe_model
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
 from oct_assets.cluster import models
 from oct_assets.cluster.settings import SlurmSettings
-from oct_assets.dataset.layout import CLASSES
+from oct_assets.contracts.formats import CLASSES, MODEL_JSON
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.formats import MODEL_JSON
 from oct_assets.resources.cluster import ClusterResource
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import is_complete

@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from oct_assets.assets.ensemble import ensemble_model
 from oct_assets.assets.metadata import listing, per_class_table, png_markdown
 from oct_assets.assets.salted import GROUP, salted_output
-from oct_assets.ml.formats import CONFUSION_MATRIX_PNG, interval_text
+from oct_assets.contracts.formats import CONFUSION_MATRIX_PNG, interval_text
 from oct_assets.store.artifact import Artifact
 
 CV_REPORT_JSON = "cv_report.json"
@@ -27,10 +27,10 @@ OOF_CSV = "oof_predictions.csv"  # one row per train scan: fold, label, mean pro
 )
 def cv_report(context: AssetExecutionContext, ensemble_model: Artifact) -> Output[Artifact]:
     def build(tmp: Path) -> dict[str, Any]:
-        from oct_assets.ml.atomic import read_json, write_bytes
+        from oct_assets.contracts.files import read_json, write_bytes
+        from oct_assets.contracts.formats import MODEL_JSON
         from oct_assets.ml.ensemble import member_dirs
         from oct_assets.ml.folds import out_of_fold, write_oof_csv
-        from oct_assets.ml.formats import MODEL_JSON
         from oct_assets.ml.plots import confusion_matrix_png
 
         meta = read_json(ensemble_model.path / MODEL_JSON)

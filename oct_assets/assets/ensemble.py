@@ -25,8 +25,8 @@ from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.predictions import build_predictions_asset
 from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.contracts.formats import MODEL_JSON
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.formats import MODEL_JSON
 from oct_assets.store.artifact import Artifact
 
 
@@ -61,7 +61,7 @@ def ensemble_model(
     salts = [art.salt for _, art, _ in done]
 
     def build(tmp: Path) -> dict[str, Any]:
-        from oct_assets.ml.atomic import read_json
+        from oct_assets.contracts.files import read_json
         from oct_assets.ml.ensemble import check_members, ensemble_meta
 
         dirs = [art.path for _, art, _ in done]

@@ -8,7 +8,8 @@ from pydantic import Field
 
 from oct_assets.assets.metadata import SYNTHETIC_WARNING, counts_table, png_markdown
 from oct_assets.assets.salted import GROUP, salted_output
-from oct_assets.dataset.layout import CLASSES, SPLITS
+from oct_assets.contracts.files import exclusive_lock
+from oct_assets.contracts.formats import CLASSES, SPLITS
 from oct_assets.dataset.scan import (
     MANIFEST_CSV,
     ScanResult,
@@ -19,7 +20,6 @@ from oct_assets.dataset.scan import (
 )
 from oct_assets.paths import images_dir, images_dir_is_explicit
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import exclusive_lock
 from oct_assets.store.salt import read_manifest
 
 CONTACT_SHEET = "contact_sheet.png"

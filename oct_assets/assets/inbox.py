@@ -28,6 +28,9 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from oct_assets.assets.champion import CHAMPION, SERVING_GROUP, champion_model
 from oct_assets.assets.metadata import listing, png_markdown
 from oct_assets.assets.salted import code_version, salted_output
+from oct_assets.contracts.errors import DamagedFileError
+from oct_assets.contracts.files import read_json, write_bytes, write_json_atomic
+from oct_assets.contracts.formats import MODEL_JSON, PREDICTIONS_CSV
 from oct_assets.dataset.inbox import (
     FILE,
     HIDDEN,
@@ -40,13 +43,9 @@ from oct_assets.dataset.inbox import (
     name_key,
     read_scan,
 )
-from oct_assets.ml.atomic import read_json, write_bytes
-from oct_assets.ml.champion import CHAMPION_JSON
-from oct_assets.ml.errors import DamagedFileError
-from oct_assets.ml.formats import MODEL_JSON, PREDICTIONS_CSV
 from oct_assets.paths import data_dir, inbox_dir
+from oct_assets.serving.champion import CHAMPION_JSON
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import write_json_atomic
 from oct_assets.store.salt import compute_salt, read_manifest, salted_dir
 
 INBOX_PREDICTIONS = "inbox_predictions"
@@ -228,7 +227,7 @@ def score_inbox(
 ) -> dict[str, Any]:
     """Write `predictions.csv` and `inbox_index.csv` into `tmp`, streaming the listing."""
     from oct_assets.ml.plots import overlay_sheet_png
-    from oct_assets.ml.score import BATCH, Scorer, overlay_png
+    from oct_assets.serving.score import BATCH, Scorer, overlay_png
 
     model_dir = data_dir() / chosen["model_dir"]
     classes = json.loads((model_dir / MODEL_JSON).read_text())["classes"]

@@ -13,8 +13,8 @@ from typing import Any
 
 from dagster import MetadataValue
 
-from oct_assets.dataset.layout import CLASSES, SPLITS
-from oct_assets.ml.card import per_class_lines
+from oct_assets.contracts.formats import CLASSES, SPLITS
+from oct_assets.serving.card import per_class_lines
 
 SHOWN = 50  # at most this many items are listed in one metadata entry
 SYNTHETIC_WARNING = "SYNTHETIC DATA: these are generated images, not real OCT scans"

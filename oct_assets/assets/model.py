@@ -16,9 +16,9 @@ from dagster import (
 
 from oct_assets.assets.config_from import dagster_config_from
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
+from oct_assets.contracts.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
+from oct_assets.contracts.lifetime import die_with_parent
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
-from oct_assets.ml.lifetime import die_with_parent
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import salted_dir

@@ -19,7 +19,7 @@ from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.metadata import per_class_table, png_markdown
 from oct_assets.assets.model import trained_model
 from oct_assets.assets.salted import GROUP, salted_output
-from oct_assets.ml.formats import (
+from oct_assets.contracts.formats import (
     CAM_GRID_PNG,
     CONFUSION_MATRIX_PNG,
     METRICS_JSON,

@@ -9,10 +9,9 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_c
 
 from oct_assets.assets.images import raw_oct_images
 from oct_assets.checks.result import check_result, image_root, summary
-from oct_assets.dataset.layout import CLASSES, SPLITS
+from oct_assets.contracts.formats import CLASSES, SPLITS, read_csv_rows
 from oct_assets.dataset.scan import MANIFEST_CSV
 from oct_assets.dataset.validity import header_problem
-from oct_assets.ml.formats import read_csv_rows
 from oct_assets.store.artifact import Artifact
 
 MIN_CLASS_RATIO = 0.1  # smallest class / largest class per split; Kermany's train split: 0.23

@@ -8,8 +8,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetsDefinition, asset_check
 
 from oct_assets.checks.result import check_result, summary
-from oct_assets.dataset.layout import CLASSES
-from oct_assets.ml.formats import MODEL_JSON
+from oct_assets.contracts.formats import CLASSES, MODEL_JSON
 from oct_assets.store.artifact import Artifact
 
 

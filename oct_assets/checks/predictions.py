@@ -20,8 +20,13 @@ from pydantic import Field
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.metadata import listing
 from oct_assets.checks.result import check_result, summary
-from oct_assets.dataset.layout import CLASSES
-from oct_assets.ml.formats import IMAGES_CSV, METRICS_JSON, PREDICTIONS_CSV, read_csv_rows
+from oct_assets.contracts.formats import (
+    CLASSES,
+    IMAGES_CSV,
+    METRICS_JSON,
+    PREDICTIONS_CSV,
+    read_csv_rows,
+)
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import salted_dir
 

@@ -7,8 +7,7 @@ from dagster import AssetCheckResult, asset_check
 
 from oct_assets.assets.images import reduced_sample
 from oct_assets.checks.result import check_result
-from oct_assets.dataset.layout import CLASSES, SPLITS
-from oct_assets.ml.formats import IMAGES_CSV, read_csv_rows
+from oct_assets.contracts.formats import CLASSES, IMAGES_CSV, SPLITS, read_csv_rows
 from oct_assets.store.artifact import Artifact
 
 

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from oct_assets.ml.card import lineage
-from oct_assets.ml.champion import CHAMPION_ASSET as CHAMPION
-from oct_assets.ml.champion import read_current
-from oct_assets.ml.errors import OctMLError
-from oct_assets.ml.formats import MODEL_JSON
+from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.formats import MODEL_JSON
 from oct_assets.paths import data_dir
+from oct_assets.serving.card import lineage
+from oct_assets.serving.champion import CHAMPION_ASSET as CHAMPION
+from oct_assets.serving.champion import read_current
 
 COMMANDS = ("champion", "predict")
 
@@ -76,7 +76,7 @@ def predict(
     found = _champion(err)
     if found is None:
         return 1
-    from oct_assets.ml.score import overlay_png, score_files
+    from oct_assets.serving.score import overlay_png, score_files
 
     model = found[1]["model"]
     model_dir = data_dir() / model["model_dir"]

@@ -26,11 +26,11 @@ from oct_assets.assets.metadata import SYNTHETIC_WARNING
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.predictions import predictions
 from oct_assets.cli.run_log import LOGGERS
+from oct_assets.contracts.files import exclusive_lock
+from oct_assets.contracts.formats import METRICS_JSON
 from oct_assets.definitions import LOCAL_GRAPH_JOB, defs
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.formats import METRICS_JSON
 from oct_assets.paths import ENV_DATA_DIR, data_dir, images_dir
-from oct_assets.store.publish import exclusive_lock
 from oct_assets.store.salt import read_manifest
 
 

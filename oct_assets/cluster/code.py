@@ -1,4 +1,5 @@
-"""This project's ML code on the cluster: `oct_assets/ml` (all a node needs to train), uploaded
+"""This project's ML code on the cluster: `oct_assets/ml` and the `contracts` leaf beneath it
+(all a node needs to train), uploaded
 to a folder named by its content hash, so a job runs the code of the run that submitted it."""
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from oct_assets.cluster.layout import RemoteLayout
 from oct_assets.cluster.ssh import SSHSession
 
 PACKAGE = Path(__file__).resolve().parents[1]  # oct_assets/
+SHIPPED_PACKAGES = ("contracts", "ml")
 
 
 def ml_code_files() -> list[Path]:
-    """The files a node imports: the package marker and every module of `oct_assets/ml`."""
-    return [PACKAGE / "__init__.py", *sorted((PACKAGE / "ml").glob("*.py"))]
+    """The files a node imports: the package marker and every module of `oct_assets/ml` and
+    `oct_assets/contracts` (the only package `ml` imports; `test_layout.py` keeps it so)."""
+    shipped = [sorted((PACKAGE / package).glob("*.py")) for package in SHIPPED_PACKAGES]
+    return [PACKAGE / "__init__.py", *(f for files in shipped for f in files)]
 
 
 def upload_ml_code(session: SSHSession, layout: RemoteLayout) -> str:

@@ -1,4 +1,4 @@
-"""Model folders on the cluster (`model.pt` + `model.json`, `ml.formats`): their content hash,
+"""Model folders on the cluster (`model.pt` + `model.json`, `contracts.formats`): their hash,
 which fetch mode salts on and the sensor compares, and their verified download.
 
 Free of paramiko at import (the sensor loads with the definitions); the download imports the
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oct_assets.ml.formats import MODEL_FILES
+from oct_assets.contracts.formats import MODEL_FILES
 
 if TYPE_CHECKING:
     from oct_assets.cluster.ssh import SSHSession

@@ -6,9 +6,7 @@ This module subclasses paramiko internals (`BufferedPipe` and `SFTPFile`'s prefe
 
 from __future__ import annotations
 
-import hashlib
 import re
-from pathlib import Path
 
 import paramiko
 from paramiko.buffered_pipe import BufferedPipe
@@ -89,11 +87,6 @@ class PrefetchingFile(paramiko.SFTPFile):
         with self._prefetch_lock:
             if self._sending:
                 self._prefetch_done = False
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def parse_sha256sum(output: str) -> dict[str, str]:

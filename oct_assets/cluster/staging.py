@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oct_assets.cluster.errors import ClusterCommandError, TransferVerificationError
-from oct_assets.cluster.sftp import sha256_file
 from oct_assets.cluster.ssh import SSHSession
+from oct_assets.contracts.files import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from oct_assets.cluster.settings import SlurmSettings
 from oct_assets.cluster.ssh import SSHSession
 from oct_assets.cluster.staging import StageResult
 from oct_assets.cluster.types import SlurmJob, SlurmJobStatus
-from oct_assets.ml.formats import IMAGES_CSV, MODEL_JSON, TRAIN_CONFIG_JSON, read_csv_rows
+from oct_assets.contracts.formats import IMAGES_CSV, MODEL_JSON, TRAIN_CONFIG_JSON, read_csv_rows
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,11 @@ from oct_assets.cluster.sftp import (
     PrefetchingFile,
     parse_sha256sum,
     sftp_stat,
-    sha256_file,
     sha256_from_result,
 )
 from oct_assets.cluster.ssh import SSHSession
 from oct_assets.cluster.types import DirUploadResult, Progress, TransferResult
-from oct_assets.store.publish import fsync_path
+from oct_assets.contracts.files import fsync_path, sha256_file
 
 logger = logging.getLogger(__name__)
 

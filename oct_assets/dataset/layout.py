@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import re
 
-from oct_assets.ml.formats import SPLITS
-
-__all__ = ["CLASSES", "FILENAME_RE", "IMAGE_SUFFIXES", "SPLITS", "SYNTHETIC_MARKER"]
-
-CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg")
 
 # Kermany OCT2017 file names: <CLASS>-<patient>-<n>.jpeg, e.g. CNV-1083927-1.jpeg.

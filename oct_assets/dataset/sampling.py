@@ -10,11 +10,10 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from oct_assets.dataset.layout import CLASSES
+from oct_assets.contracts.errors import SampleError
+from oct_assets.contracts.formats import CLASSES, write_images_csv
 from oct_assets.dataset.scan import ImageRecord
 from oct_assets.dataset.validity import decode_problem
-from oct_assets.ml.errors import SampleError
-from oct_assets.ml.formats import write_images_csv
 
 
 def draw_sample(

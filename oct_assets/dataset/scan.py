@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 
-from oct_assets.dataset.layout import CLASSES, FILENAME_RE, SPLITS, SYNTHETIC_MARKER
+from oct_assets.contracts.formats import CLASSES, SPLITS
+from oct_assets.dataset.layout import FILENAME_RE, SYNTHETIC_MARKER
 
 # The image tree's manifest in `raw_oct_images`' folder: one row per image (stat only).
 MANIFEST_CSV = "manifest.csv"

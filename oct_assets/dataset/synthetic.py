@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from oct_assets.dataset.layout import CLASSES, SYNTHETIC_MARKER
+from oct_assets.contracts.formats import CLASSES
+from oct_assets.dataset.layout import SYNTHETIC_MARKER
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from oct_assets.ml.atomic import write_bytes
+from oct_assets.contracts.files import write_bytes
+from oct_assets.contracts.lifetime import die_with_parent
 from oct_assets.ml.data import Sample
 from oct_assets.ml.decode import DECODE_VERSION, decode_gray
-from oct_assets.ml.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 

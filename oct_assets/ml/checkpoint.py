@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from oct_assets.ml.atomic import write_bytes
+from oct_assets.contracts.errors import DamagedFileError, OctMLError
+from oct_assets.contracts.files import write_bytes
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.distributed import Placement
-from oct_assets.ml.errors import DamagedFileError, OctMLError
 
 CHECKPOINT_PT = "checkpoint.pt"
 FORMAT = 1  # bump when the payload's keys change: an older checkpoint is then refused

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from oct_assets.ml.errors import SampleError
-from oct_assets.ml.formats import IMAGES_CSV, MANIFEST_JSON, SAMPLE_COLUMNS, SPLITS
+from oct_assets.contracts.errors import SampleError
+from oct_assets.contracts.formats import IMAGES_CSV, MANIFEST_JSON, SAMPLE_COLUMNS, SPLITS
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from oct_assets.ml.errors import ImageDecodeError
+from oct_assets.contracts.errors import ImageDecodeError
 
 DECODE_VERSION = 2  # part of the decode cache's key: bump when a decoded image changes
 BAND_HEIGHT = 0.65  # share of the scan's rows kept by fit="band"

@@ -19,7 +19,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from oct_assets.ml.errors import OctMLError
+from oct_assets.contracts.errors import OctMLError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from oct_assets.ml.errors import OctMLError
+from oct_assets.contracts.errors import OctMLError
 
 ENSEMBLE_KIND = "ensemble"
 # What every member must share with the others: the input the ensemble is fed, and its output.

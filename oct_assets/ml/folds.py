@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from oct_assets.ml.atomic import read_json, write_bytes
-from oct_assets.ml.data import Sample, read_sample
-from oct_assets.ml.errors import OctMLError
-from oct_assets.ml.formats import (
+from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.files import read_json, write_bytes
+from oct_assets.contracts.formats import (
     MANIFEST_JSON,
     MODEL_JSON,
     PREDICTIONS_CSV,
     read_csv_rows,
     write_images_csv,
 )
+from oct_assets.ml.data import Sample, read_sample
 
 FOLD_SEED = 123  # the seed of the patients' deal into folds (the recipe log's folds)
 # A fold model's folder (`cv_model`) holds, beside model.pt and model.json:

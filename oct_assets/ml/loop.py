@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.files import write_bytes
+from oct_assets.contracts.formats import MODEL_JSON, MODEL_PT
 from oct_assets.ml import checkpoint
-from oct_assets.ml.atomic import write_bytes
 from oct_assets.ml.augment import training_batch
 from oct_assets.ml.cache import decoded_images, usable_cpus
 from oct_assets.ml.checkpoint import (
@@ -38,8 +40,6 @@ from oct_assets.ml.checkpoint import (
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
 from oct_assets.ml.distributed import Placement, placement, process_group
-from oct_assets.ml.errors import OctMLError
-from oct_assets.ml.formats import MODEL_JSON, MODEL_PT
 from oct_assets.ml.nets import build_net, min_image_size
 from oct_assets.ml.runtime import (
     BatchReader,

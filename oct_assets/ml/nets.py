@@ -8,8 +8,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from oct_assets.contracts.errors import OctMLError
 from oct_assets.ml.config import ARCHITECTURES, TrainConfig
-from oct_assets.ml.errors import OctMLError
 
 
 class CompactNet(nn.Module):

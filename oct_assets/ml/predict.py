@@ -14,14 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oct_assets.ml.atomic import read_json, write_bytes
-from oct_assets.ml.cache import decoded_images
-from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.data import Sample, read_sample
-from oct_assets.ml.distributed import resolve_device
-from oct_assets.ml.ensemble import EnsembleNet, check_members, is_ensemble, member_dirs
-from oct_assets.ml.errors import DamagedFileError, OctMLError
-from oct_assets.ml.formats import (
+from oct_assets.contracts.errors import DamagedFileError, OctMLError
+from oct_assets.contracts.files import read_json, write_bytes
+from oct_assets.contracts.formats import (
     CAM_GRID_PNG,
     CONFUSION_MATRIX_PNG,
     METRICS_JSON,
@@ -29,6 +24,11 @@ from oct_assets.ml.formats import (
     MODEL_PT,
     PREDICTIONS_CSV,
 )
+from oct_assets.ml.cache import decoded_images
+from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.data import Sample, read_sample
+from oct_assets.ml.distributed import resolve_device
+from oct_assets.ml.ensemble import EnsembleNet, check_members, is_ensemble, member_dirs
 from oct_assets.ml.metrics import (
     BOOTSTRAP_DRAWS,
     BOOTSTRAP_SEED,

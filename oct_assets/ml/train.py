@@ -29,9 +29,9 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.lifetime import die_with_parent
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.errors import OctMLError
-from oct_assets.ml.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 

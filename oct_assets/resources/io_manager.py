@@ -34,11 +34,11 @@ from dagster import (
     OutputContext,
 )
 
-from oct_assets.ml.errors import DamagedFileError
+from oct_assets.contracts.errors import DamagedFileError
+from oct_assets.contracts.files import write_json_atomic
 from oct_assets.paths import data_dir
 from oct_assets.resources.run_liveness import bind_step_to_run
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import write_json_atomic
 from oct_assets.store.salt import is_complete, salted_dir
 
 POINTER_NAME = "latest.json"

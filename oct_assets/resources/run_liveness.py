@@ -16,7 +16,7 @@ import os
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from oct_assets.ml.lifetime import die_with_parent, is_gone, process_identity
+from oct_assets.contracts.lifetime import die_with_parent, is_gone, process_identity
 
 RUN_PROCESS_TAG = "oct/run_process"
 

@@ -29,7 +29,7 @@ from oct_assets.cluster.errors import (
 )
 from oct_assets.cluster.layout import LATEST_MODEL
 from oct_assets.cluster.models import model_content_hash
-from oct_assets.ml.formats import MODEL_FILES
+from oct_assets.contracts.formats import MODEL_FILES
 from oct_assets.resources.cluster import ClusterResource
 
 CLUSTER_MODEL_PATH_ENV = "OCT_CLUSTER_MODEL_PATH"

@@ -25,7 +25,7 @@ from dagster import (
 
 from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.assets.images import reduced_sample
-from oct_assets.dataset.layout import SPLITS
+from oct_assets.contracts.formats import SPLITS
 from oct_assets.dataset.scan import tree_fingerprint
 from oct_assets.paths import images_dir
 

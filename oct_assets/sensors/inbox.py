@@ -19,8 +19,8 @@ from dagster import (
 from oct_assets.assets.champion import CHAMPION
 from oct_assets.assets.inbox import inbox_predictions
 from oct_assets.dataset.inbox import inbox_fingerprint, walk_inbox
-from oct_assets.ml.champion import read_current
 from oct_assets.paths import data_dir, inbox_dir
+from oct_assets.serving.champion import read_current
 
 
 @sensor(

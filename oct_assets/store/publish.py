@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -18,26 +17,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from oct_assets.ml.formats import MANIFEST_JSON
+from oct_assets.contracts.files import exclusive_lock, fsync_path, write_json_atomic
+from oct_assets.contracts.formats import MANIFEST_JSON
 from oct_assets.store.salt import is_complete
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a written file, or a folder's entries, to disk, so that a rename cannot publish
-    an empty file or folder after a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary sibling, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    fsync_path(tmp)
-    os.replace(tmp, path)
 
 
 def _tmp_name(final: Path) -> str:
@@ -93,28 +75,6 @@ def _locked_tmp_dir(final: Path) -> tuple[Path, int]:
                 return tmp, fd
         except FileNotFoundError:
             pass
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def exclusive_lock(lock_file: Path) -> Iterator[bool]:
-    """Hold an exclusive `flock` on `lock_file` (created if need be); the kernel drops it when
-    the holder dies, kill -9 included. Yields True when another holder had it first.
-
-    The lock file stays: removing it would let a newcomer lock a fresh file while a waiter
-    still holds the old one.
-    """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        waited = False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            waited = True
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield waited
-    finally:
         os.close(fd)
 
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from oct_assets.ml.atomic import read_json
-from oct_assets.ml.errors import DamagedFileError
-from oct_assets.ml.formats import MANIFEST_JSON
+from oct_assets.contracts.errors import DamagedFileError
+from oct_assets.contracts.files import read_json
+from oct_assets.contracts.formats import MANIFEST_JSON
 from oct_assets.paths import data_dir
 
 SALT_LENGTH = 16

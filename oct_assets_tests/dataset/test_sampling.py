@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from oct_assets.dataset.layout import CLASSES
+from oct_assets.contracts.formats import CLASSES
 from oct_assets.dataset.sampling import SampleError, check_images, draw_sample
 from oct_assets.dataset.scan import ImageRecord
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from oct_assets.dataset.layout import CLASSES
+from oct_assets.contracts.formats import CLASSES
 from oct_assets.dataset.scan import ImageTreeError, scan_tree, tree_fingerprint
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from oct_assets.dataset.layout import CLASSES, SYNTHETIC_MARKER
+from oct_assets.contracts.formats import CLASSES
+from oct_assets.dataset.layout import SYNTHETIC_MARKER
 from oct_assets.dataset.scan import scan_tree
 from oct_assets.dataset.synthetic import make_synthetic_oct2017
 

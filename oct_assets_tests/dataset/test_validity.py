@@ -84,9 +84,9 @@ def test_a_symlink_loop_in_a_class_folder_is_a_named_ignored_entry(tiny_tree: Pa
 
 @pytest.mark.parametrize("workers", [1, 8])
 def test_check_and_sample_list_every_bad_file(tmp_path: Path, workers: int) -> None:
+    from oct_assets.contracts.errors import SampleError
     from oct_assets.dataset.sampling import check_images
     from oct_assets.dataset.scan import ImageRecord
-    from oct_assets.ml.errors import SampleError
 
     cases = _cases(tmp_path)
     records = [ImageRecord(p.name, 1, 1, "train", "CNV", "1") for p, _ in cases.values()]

@@ -14,13 +14,13 @@ from dagster import DagsterInstance, materialize, validate_run_config
 
 from oct_assets.assets.cv import CV_MODEL, FOLD_KEYS, FOLDS, cv_model
 from oct_assets.assets.graph import CROSS_VALIDATION, LOCAL_GRAPH
+from oct_assets.contracts.formats import METRICS_JSON
 from oct_assets.dataset.synthetic import make_synthetic_oct2017
 from oct_assets.definitions import defs
-from oct_assets.ml.card import model_card_md
 from oct_assets.ml.config import TrainConfig, real_data_config
-from oct_assets.ml.export import export_difference, export_torchscript
-from oct_assets.ml.formats import METRICS_JSON
 from oct_assets.resources.io_manager import LatestArtifactIOManager
+from oct_assets.serving.card import model_card_md
+from oct_assets.serving.export import export_difference, export_torchscript
 from oct_assets_tests.fixtures_ml import REPO
 from oct_assets_tests.resources import LOCAL_RESOURCES
 

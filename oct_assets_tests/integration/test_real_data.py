@@ -11,9 +11,9 @@ from dagster import DagsterInstance, materialize
 from PIL import Image
 
 from oct_assets.assets.graph import LOCAL_GRAPH
+from oct_assets.contracts.formats import PREDICTIONS_CSV, read_csv_rows
 from oct_assets.ml.config import REAL_DATA_DEFAULTS, real_data_config
 from oct_assets.ml.decode import decode_gray
-from oct_assets.ml.formats import PREDICTIONS_CSV, read_csv_rows
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
 from oct_assets.paths import PROJECT_ROOT

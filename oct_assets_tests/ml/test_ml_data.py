@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oct_assets.contracts.errors import ImageDecodeError, SampleError
 from oct_assets.ml import cache
 from oct_assets.ml.cache import cache_key, decoded_images
 from oct_assets.ml.data import patient_split, read_sample, require_all_classes
 from oct_assets.ml.decode import BAND_RPE_AT, decode_gray
-from oct_assets.ml.errors import ImageDecodeError, SampleError
 
 
 def test_read_sample_keeps_csv_order(tiny_sample):

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oct_assets.contracts.errors import OctMLError
 from oct_assets.ml.cache import cache_key
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.distributed import Placement
-from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.loop import epoch_batches
 from oct_assets.ml.predict import evaluate, load_model
 from oct_assets.ml.train import train

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from oct_assets.ml.atomic import read_json
+from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.files import read_json
+from oct_assets.contracts.formats import METRICS_JSON, MODEL_JSON
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.data import read_sample
 from oct_assets.ml.ensemble import ensemble_meta
-from oct_assets.ml.errors import OctMLError
-from oct_assets.ml.export import export_difference, export_torchscript
-from oct_assets.ml.formats import METRICS_JSON, MODEL_JSON
 from oct_assets.ml.predict import evaluate, load_model
 from oct_assets.ml.runtime import BatchReader, predict_logits
-from oct_assets.ml.score import score_files
 from oct_assets.ml.train import train
+from oct_assets.serving.export import export_difference, export_torchscript
+from oct_assets.serving.score import score_files
 
 
 @pytest.fixture(scope="module")

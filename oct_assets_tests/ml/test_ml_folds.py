@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oct_assets.contracts.errors import OctMLError
 from oct_assets.ml.data import read_sample
-from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.folds import FoldSpec, patient_folds, train_folds, write_fold_sample
 
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")

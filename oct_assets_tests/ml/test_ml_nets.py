@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from oct_assets.contracts.errors import OctMLError
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.errors import OctMLError
 from oct_assets.ml.nets import build_net, centre_crop, generalised_mean, min_image_size
 from oct_assets.ml.predict import class_activation_maps
 

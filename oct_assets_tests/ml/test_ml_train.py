@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from oct_assets.ml.errors import ImageDecodeError, OctMLError, SampleError
+from oct_assets.contracts.errors import ImageDecodeError, OctMLError, SampleError
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
 from oct_assets_tests.fixtures_ml import REPO

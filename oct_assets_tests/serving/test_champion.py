@@ -13,8 +13,8 @@ from dagster import AssetMaterialization, DagsterInstance, MetadataValue, materi
 from oct_assets.assets import champion as champion_assets
 from oct_assets.assets.champion import champion_model
 from oct_assets.assets.graph import LOCAL_GRAPH
-from oct_assets.ml.champion import CHAMPION_JSON, read_current
-from oct_assets.ml.errors import DamagedFileError
+from oct_assets.contracts.errors import DamagedFileError
+from oct_assets.serving.champion import CHAMPION_JSON, read_current
 from oct_assets_tests.serving.conftest import RESOURCES
 
 

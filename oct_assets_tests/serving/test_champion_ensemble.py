@@ -14,9 +14,9 @@ from oct_assets.assets.champion import champion_model
 from oct_assets.assets.cv import FOLDS
 from oct_assets.assets.graph import CROSS_VALIDATION, LOCAL_GRAPH
 from oct_assets.assets.inbox import inbox_predictions
-from oct_assets.dataset.layout import CLASSES
+from oct_assets.contracts.formats import CLASSES
 from oct_assets.dataset.synthetic import make_synthetic_oct2017
-from oct_assets.ml.champion import read_current
+from oct_assets.serving.champion import read_current
 from oct_assets_tests.serving.conftest import RESOURCES
 from oct_assets_tests.serving.test_champion import _set_local_accuracy
 

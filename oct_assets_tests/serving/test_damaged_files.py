@@ -7,7 +7,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from oct_assets.assets.graph import LOCAL_GRAPH
-from oct_assets.ml.errors import DamagedFileError
+from oct_assets.contracts.errors import DamagedFileError
 from oct_assets.ml.predict import load_model
 from oct_assets.resources.io_manager import pointer_salt
 from oct_assets.store.salt import read_manifest

@@ -15,7 +15,7 @@ from PIL import Image
 from oct_assets.assets.champion import champion_model
 from oct_assets.assets.inbox import inbox_predictions
 from oct_assets.dataset import inbox as inbox_lib
-from oct_assets.ml.score import score_files
+from oct_assets.serving.score import score_files
 from oct_assets_tests.serving.test_inbox import rows, run, scans
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from oct_assets.ml.export import export_difference, export_torchscript
 from oct_assets.ml.train import train
+from oct_assets.serving.export import export_difference, export_torchscript
 
 TORCH_ALONE = """
 import json, sys, torch

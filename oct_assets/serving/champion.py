@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oct_assets.ml.atomic import read_json, write_bytes
-from oct_assets.ml.errors import DamagedFileError
+from oct_assets.contracts.errors import DamagedFileError
+from oct_assets.contracts.files import read_json, write_bytes
 
 # The asset (and folder under the data folder) of the champion; the CLI finds it by this name.
 CHAMPION_ASSET = "champion_model"

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from oct_assets.ml.atomic import write_bytes
+from oct_assets.contracts.files import write_bytes
+from oct_assets.contracts.formats import MODEL_JSON
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import read_sample
-from oct_assets.ml.formats import MODEL_JSON
 from oct_assets.ml.predict import load_model
 from oct_assets.ml.runtime import BatchReader, predict_logits
 

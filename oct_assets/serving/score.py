@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from oct_assets.contracts.errors import ImageDecodeError
 from oct_assets.dataset.inbox import read_scan_file
 from oct_assets.dataset.validity import header_problem_bytes
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.decode import decode_gray
-from oct_assets.ml.errors import ImageDecodeError
 from oct_assets.ml.nets import to_input
 from oct_assets.ml.plots import overlay
 from oct_assets.ml.predict import class_activation_maps, load_model

@@ -7,7 +7,7 @@
   `train_config.json` there.
 - A **predictions folder**: `predictions.csv` (one row per test image), `metrics.json` and two PNGs.
 
-Pure Python: the ML core is uploaded to cluster nodes on its own, so this lives inside it.
+Pure Python: shipped to cluster nodes beside the ML core.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 SPLITS: tuple[str, ...] = ("train", "test")
+CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 
 # Written last into every salted output folder (the store's completion marker); a sample
 # folder's manifest also carries its `salt` and `classes`.

@@ -3,7 +3,7 @@ refused."""
 
 from dataclasses import replace
 
-from oct_assets.ml.champion import Candidate, decide
+from oct_assets.serving.champion import Candidate, decide
 
 LOCAL = Candidate(
     model_asset="trained_model",

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from oct_assets.ml.formats import (
+from oct_assets.contracts.formats import (
     CAM_GRID_PNG,
     MANIFEST_JSON,
     METRICS_JSON,
