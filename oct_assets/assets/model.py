@@ -1,7 +1,6 @@
 """`trained_model`: trains the CNN on `reduced_sample` in its own process through Dagster Pipes."""
 
 import json
-import multiprocessing
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from dagster import (
 from oct_assets.assets.config_from import dagster_config_from
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
 from oct_assets.contracts.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
-from oct_assets.contracts.lifetime import die_with_parent
 from oct_assets.ml.config import TrainConfig
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
@@ -47,10 +45,6 @@ def trained_model(
     checkpoints = checkpoint_dir(context.asset_key.path[-1], asset_salt(context, cfg, upstream))
 
     def build(tmp: Path) -> dict[str, Any]:
-        if multiprocessing.parent_process() is not None:
-            # A step process of the multiprocess executor (`dagster asset materialize`): die
-            # with the run process, and the trainer dies with this one (kill -9 included).
-            die_with_parent()
         config_file = tmp / TRAIN_CONFIG_JSON
         config_file.write_text(json.dumps(cfg, indent=2))
         invocation = pipes_subprocess_client.run(
