@@ -4,7 +4,6 @@ moves no pointer, and the next run on the host marks the killed run failed."""
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -102,9 +101,10 @@ def test_kill_9_during_inbox_predictions(
     assert champion.wait(timeout=300) == 0
     inbox = tmp_path / "inbox"
     scans = sorted((trained.parent / "images" / "test").rglob("*.jpeg"))
-    for i in range(3000):
+    for i in range(3000):  # distinct bytes (a tail after the JPEG's end): no verdict is reused
         (inbox / f"{i // 500}").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(scans[i % len(scans)], inbox / f"{i // 500}" / f"scan-{i}.jpeg")
+        data = scans[i % len(scans)].read_bytes() + i.to_bytes(4, "big")
+        (inbox / f"{i // 500}" / f"scan-{i}.jpeg").write_bytes(data)
     monkeypatch.setenv("OCT_INBOX_DIR", str(inbox))
     log = home / "inbox.log"
     out_root = trained / "inbox_predictions"
