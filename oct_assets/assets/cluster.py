@@ -134,6 +134,8 @@ def _job(trained: "TrainedOnCluster") -> dict[str, Any]:
         "job_log": trained.job.log_path,
         "world_size": trained.world_size,
         "job_followed": trained.followed,
+        # The managed env's hash, python, torch, cuda (None: the user's own `slurm.python`).
+        "training_environment": env.metadata() if (env := trained.environment) else None,
     }
     if trained.staged is not None:  # none when followed
         staged = trained.staged
@@ -167,4 +169,4 @@ def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
 
 
 _REPORTED = ("content", "job", "job_id", "job_log", "job_followed", "slurm_state", "world_size")
-_REPORTED += ("slurm_usage", "sample_staging")
+_REPORTED += ("slurm_usage", "sample_staging", "training_environment")

@@ -6,6 +6,7 @@ the uploaded code live under the remote working folder (`OCT_CLUSTER_REMOTE_DIR`
     samples/<salt>/    a staged reduced_sample
     cache/             the trainer's decode cache, shared by every job
     code/<digest>/     this project's ML code, named by its content hash
+    envs/<hash>/       the managed training venv (`environment.py`), with <hash>.lock beside it
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import posixpath
 from dataclasses import dataclass
 
 MODELS, JOBS, SAMPLES, CACHE, CODE = "models", "jobs", "samples", "cache", "code"
+ENVS = "envs"
 # The model folder that fetch mode and the sensor read unless told otherwise (relative: under
 # the remote working folder).
 LATEST_MODEL = posixpath.join(MODELS, "latest")
@@ -40,3 +42,6 @@ class RemoteLayout:
 
     def code(self, digest: str) -> str:
         return posixpath.join(self.root, CODE, digest)
+
+    def env(self, digest: str) -> str:
+        return posixpath.join(self.root, ENVS, digest)

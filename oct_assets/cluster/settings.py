@@ -15,6 +15,8 @@ from oct_assets.ml.config import field_range, setting
 NO_SPACE = re.compile(r"^\S+$")
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
+_URL = re.compile(r"^(https?|file)://[^\s/]*/?\S*$")
+ENVIRONMENTS = ("managed", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +99,31 @@ class SlurmSettings(SbatchOptions):
 
     cpus_per_task: int = setting(4, "sbatch --cpus-per-task", low=1)
     mem: str | None = setting("8G", "sbatch --mem (per node), e.g. 4G or 500M")
-    python: str = setting("python3", "python on the node with torch, numpy and pillow")
+    python: str | None = setting(
+        None,
+        "the node's own python with torch, numpy and pillow (module, conda, container); set, it"
+        " is used as is and no managed environment is built",
+    )
+    environment: str = setting(
+        "managed",
+        '"managed": build once, check and use the pinned venv under envs/<hash>/; "none": run'
+        " python3 after the setup lines",
+        choices=ENVIRONMENTS,
+    )
+    base_python: str = setting(
+        "python3", "interpreter on the login node (after setup) that creates the managed venv"
+    )
+    torch_index_url: str | None = setting(
+        None,
+        "extra package index for torch, e.g. https://download.pytorch.org/whl/cpu or .../cu126;"
+        " none: the installer's default index",
+    )
+    offline_wheels: bool = setting(
+        False, "download the wheels here and stage them, for clusters that reach no index"
+    )
+    environment_timeout_s: float = setting(
+        3600.0, "longest a managed environment build, or the wait for another run's, may take"
+    )
     setup: tuple[str, ...] = setting(
         (), "shell lines before training, e.g. 'source ~/venvs/oct/bin/activate'"
     )
@@ -112,6 +138,22 @@ class SlurmSettings(SbatchOptions):
             problems.append(f"{p}poll_interval_s={self.poll_interval_s} must be > 0")
         if self.timeout_s is not None and not self.timeout_s > 0:
             problems.append(f"{p}timeout_s={self.timeout_s} must be > 0")
+        return problems + self._environment_problems()
+
+    def _environment_problems(self) -> list[str]:
+        p, problems = self.FIELD_PREFIX, []
+        if self.environment not in ENVIRONMENTS:
+            problems.append(f"{p}environment={self.environment!r} must be one of {ENVIRONMENTS}")
+        for label in ("python", "base_python"):
+            if getattr(self, label) == "":
+                problems.append(f"{p}{label} must not be empty")
+        url = self.torch_index_url
+        if url is not None and not _URL.match(url):
+            problems.append(f"{p}torch_index_url={url!r} must be an http(s):// or file:// URL")
+        elif url is not None and "@" in url.split("/")[2]:  # the URL is not echoed: a secret
+            problems.append(f"{p}torch_index_url must not hold credentials (use netrc/keyring)")
+        if not self.environment_timeout_s > 0:
+            problems.append(f"{p}environment_timeout_s={self.environment_timeout_s} must be > 0")
         return problems
 
     @property

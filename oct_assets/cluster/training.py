@@ -20,6 +20,7 @@ from oct_assets.cluster import staging, transfer
 from oct_assets.cluster.accounting import job_usage
 from oct_assets.cluster.batch_script import SlurmJobSpec
 from oct_assets.cluster.code import upload_ml_code
+from oct_assets.cluster.environment import DEFAULT_PYTHON, TrainingEnvironment, for_job
 from oct_assets.cluster.jobs import partial_dir, run_or_follow
 from oct_assets.cluster.launch import launch, procs_per_node
 from oct_assets.cluster.layout import RemoteLayout
@@ -46,6 +47,7 @@ class TrainedOnCluster:
     followed: bool = False
     usage: dict[str, Any] | None = None
     staged: StageResult | None = None
+    environment: TrainingEnvironment | None = None  # None: the user's own python
 
 
 def train_for_salt(
@@ -75,6 +77,7 @@ def train_for_salt(
         log(f"the cluster already has this model at {model}; fetching it")
         download_model(session, model, dest, expected=None, log=log)
         return TrainedOnCluster(model, slurm.world_size)
+    slurm, env = for_job(session, layout, slurm, log=log)  # the managed env, built or reused
     staged: list[StageResult] = []
 
     def prepare() -> SlurmJobSpec:
@@ -106,7 +109,7 @@ def train_for_salt(
     log(f"Slurm job {job.job_id} used (from {usage['source']}): {usage}")
     download_model(session, model, dest, expected=None, log=log)
     stage = staged[0] if staged else None
-    return TrainedOnCluster(model, slurm.world_size, job, status, followed, usage, stage)
+    return TrainedOnCluster(model, slurm.world_size, job, status, followed, usage, stage, env)
 
 
 def _stage_sample(
@@ -140,7 +143,8 @@ def job_spec(
         f"--sample {q(sample)} --out {partial} --config {q(config)} --cache-dir {q(layout.cache)}"
     )
     per_node = procs_per_node(slurm.ntasks_per_node, slurm.gpus_per_node)
-    launch_setup, command = launch(slurm.python, train_args, nodes=slurm.nodes, per_node=per_node)
+    python = slurm.python or DEFAULT_PYTHON
+    launch_setup, command = launch(python, train_args, nodes=slurm.nodes, per_node=per_node)
     return SlurmJobSpec(
         name=f"oct-train-{salt}",
         command=f"{command} && mv -T {partial} {q(model)}",

@@ -1,0 +1,286 @@
+"""The managed training environment on the real sshd + Slurm: built once, reused, raced, broken.
+
+One test builds the project's real requirement set (torch, numpy, pillow, dagster-pipes; torch
+from the CPU wheel on this machine's disk, about 30 s) and trains two real jobs in it through
+`train_for_salt`. The reuse, race, lock and failure tests install a small set (pillow alone,
+checked by importing PIL) into a fresh remote folder each: the code path is the same, only the
+pins differ, and it keeps the suite's time reasonable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oct_assets.cluster import environment as env_mod
+from oct_assets.cluster.environment import (
+    MARKER,
+    EnvironmentSpec,
+    Requirement,
+    TrainingEnvironment,
+    TrainingEnvironmentError,
+    ensure_environment,
+    env_hash,
+    probe,
+)
+from oct_assets.cluster.layout import RemoteLayout
+from oct_assets.cluster.settings import SlurmSettings
+from oct_assets.cluster.ssh import SSHSession
+from oct_assets.cluster.training import train_for_salt
+from oct_assets.ml.config import TrainConfig
+from oct_assets.resources.cluster import ClusterResource
+from oct_assets_tests.services.slurm import SlurmCluster
+from oct_assets_tests.services.sshd import SshServer
+
+pytestmark = pytest.mark.cluster
+
+SMALL = EnvironmentSpec((Requirement("pillow", "13.0.0"),), imports=("PIL",))
+TINY_TRAIN = {"epochs": 1, "image_size": 32, "batch_size": 16, "threads": 1, "decode_workers": 1}
+QUICK_JOB = {"cpus_per_task": 1, "mem": None, "poll_interval_s": 0.5, "timeout_s": 600}
+
+
+def fresh_root(server: SshServer) -> Path:
+    """A remote folder of its own for one test (the sshd's folder is shared by the session)."""
+    return server.remote_dir / f"env-{uuid.uuid4().hex[:8]}"
+
+
+def resource(server: SshServer, root: Path) -> ClusterResource:
+    return server.resource(remote_dir=str(root), command_timeout_s=900.0)
+
+
+@pytest.fixture
+def remote(
+    sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch
+) -> Iterator[tuple[SSHSession, Path]]:
+    root = fresh_root(sshd_server)
+    with resource(sshd_server, root) as res:
+        yield res.session, root
+
+
+def ensure(
+    session: SSHSession, spec: EnvironmentSpec = SMALL, **kwargs
+) -> tuple[TrainingEnvironment, list[str]]:
+    """The environment and the lines it logged."""
+    logs: list[str] = []
+    layout = RemoteLayout(session.remote_root())
+    return ensure_environment(session, layout, spec, log=logs.append, **kwargs), logs
+
+
+def give_to_user(server: SshServer, *paths: Path) -> None:
+    """Paths this (root) test made under the remote folder, handed to the cluster user."""
+    for path in paths:
+        shutil.chown(path, server.user, server.user)
+
+
+def env_path(session: SSHSession, root: Path, spec: EnvironmentSpec = SMALL) -> Path:
+    return root / "envs" / env_hash(spec, probe(session, "python3"))
+
+
+def builds_logged(env_dir: Path) -> int:
+    """How many builds ran: the build log gets one header line per installer run."""
+    log = Path(f"{env_dir}.build.log")
+    return log.read_text().count("== build ") if log.exists() else 0
+
+
+def test_first_job_builds_the_env_the_second_reuses_it(
+    slurm_cluster: SlurmCluster,
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    tiny_sample: Path,
+    tmp_path: Path,
+) -> None:
+    """The real requirement set, built by the first training job's `train_for_salt`, trains
+    it; a second job (another salt) reuses the env without running an installer."""
+    root = fresh_root(sshd_server)
+    slurm = SlurmSettings(**QUICK_JOB)  # no python: the managed environment
+    results, logs = [], []
+    with resource(sshd_server, root) as res:
+        for seed in (1, 2):
+            training = TrainConfig.from_dict({**TINY_TRAIN, "seed": seed}).to_dict()
+            results.append(
+                train_for_salt(
+                    res.session,
+                    salt=f"envtest-{seed}-{uuid.uuid4().hex[:6]}",
+                    sample_dir=tiny_sample,
+                    sample_salt="tiny",
+                    training=training,
+                    slurm=slurm,
+                    dest=tmp_path / f"model-{seed}",
+                    log=logs.append,
+                    on_log_line=lambda _id, line: logs.append(f"[job] {line}"),
+                )
+            )
+    first, second = (r.environment for r in results)
+    assert first is not None and second is not None
+    assert first.built and not second.built
+    assert first.hash == second.hash and first.path == second.path
+    env_dir = Path(first.path)
+    assert env_dir.parent == root / "envs" and (env_dir / MARKER).is_file()
+    assert builds_logged(env_dir) == 1  # the second job ran no installer
+    assert any(line.startswith(f"reusing training environment {env_dir}") for line in logs)
+    assert first.facts["torch"].startswith("2.13.0") and first.facts["python"].startswith("3.")
+    assert first.metadata()["hash"] == first.hash
+    assert not list(root.glob("envs/*.tmp-*"))
+    for trained in results:
+        script = next(Path(trained.remote.replace("/models/", "/jobs/")).glob("*.sbatch"))
+        text = script.read_text()
+        assert f"export {env_mod.HASH_VAR}={first.hash}" in text
+        assert f"{env_dir}/bin/python -m oct_assets.ml.train" in text
+        assert trained.status is not None and trained.status.state == "COMPLETED"
+    model_json = json.loads((tmp_path / "model-2" / "model.json").read_text())
+    assert model_json["torch_version"] == first.facts["torch"]
+    if "environment" in model_json:  # recorded by the trainer where ModelInfo has the field
+        assert model_json["environment"]["hash"] == first.hash
+
+
+def test_reuse_runs_no_installer_and_says_so(remote: tuple[SSHSession, Path]) -> None:
+    session, root = remote
+    built, _ = ensure(session)
+    assert built.built and Path(built.path).parent == root / "envs"
+    marker = Path(built.path, MARKER)
+    stamp = marker.stat().st_mtime_ns
+    again, logs = ensure(session)
+    assert not again.built and again.path == built.path and again.hash == built.hash
+    assert builds_logged(Path(built.path)) == 1 and marker.stat().st_mtime_ns == stamp
+    assert any("reusing training environment" in line for line in logs)
+    assert again.facts["packages"] == {"pillow": "13.0.0"}
+
+
+def lock_waiters(lock: Path) -> int:
+    """Processes blocked in `flock` on `lock` (each builder waits in one)."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(b"flock\0"):
+                continue
+            count += any(os.readlink(fd) == str(lock) for fd in (proc / "fd").iterdir())
+        except OSError:
+            continue
+    return count
+
+
+def hold_lock(server: SshServer, lock: Path) -> subprocess.Popen:
+    """A process of ours holding the builders' flock until killed."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.touch()
+    give_to_user(server, lock.parent.parent, lock.parent, lock)
+    code = (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX);"
+        " print('locked', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, lock], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_two_first_builders_at_once_build_it_once(
+    sshd_server: SshServer, no_cluster_env: pytest.MonkeyPatch
+) -> None:
+    """Both builders are blocked on the lock before either may build: one builds, one reuses."""
+    root = fresh_root(sshd_server)
+    results: list[TrainingEnvironment | BaseException] = []
+    with resource(sshd_server, root) as res:
+        env_dir = env_path(res.session, root)
+    holder = hold_lock(sshd_server, Path(f"{env_dir}.lock"))
+
+    def builder() -> None:
+        try:
+            with resource(sshd_server, root) as own:
+                results.append(ensure(own.session)[0])
+        except BaseException as exc:  # reported by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=builder) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while lock_waiters(Path(f"{env_dir}.lock")) < 2:
+            assert time.monotonic() < deadline, f"builders never both waited: {results}"
+            time.sleep(0.1)
+    finally:
+        holder.kill()
+        holder.wait()
+    for t in threads:
+        t.join(300)
+    assert len(results) == 2 and all(isinstance(r, TrainingEnvironment) for r in results), results
+    assert sorted(r.built for r in results) == [False, True]
+    assert builds_logged(env_dir) == 1 and (env_dir / MARKER).is_file()
+
+
+def test_dead_builder_leaves_no_block_and_a_live_one_times_out_named(
+    remote: tuple[SSHSession, Path], sshd_server: SshServer
+) -> None:
+    session, root = remote
+    env_dir = env_path(session, root)
+    live = hold_lock(sshd_server, Path(f"{env_dir}.lock"))
+    leftover = Path(f"{env_dir}.tmp-99999")
+    leftover.mkdir()
+    (leftover / "half-installed").write_text("x")
+    give_to_user(sshd_server, leftover, leftover / "half-installed")
+    try:
+        with pytest.raises(TrainingEnvironmentError) as caught:
+            ensure(session, timeout_s=2)
+        assert f"{env_dir}.lock" in str(caught.value) and "another build" in str(caught.value)
+        assert not env_dir.exists()
+    finally:
+        live.send_signal(signal.SIGKILL)  # a builder killed while it holds the lock
+        live.wait()
+    env, _ = ensure(session)
+    assert env.built and (env_dir / MARKER).is_file()
+    assert not leftover.exists()  # the dead builder's half-built folder was removed, not used
+
+
+def test_a_requirement_that_cannot_install_fails_naming_it(
+    remote: tuple[SSHSession, Path],
+) -> None:
+    session, root = remote
+    bad = Requirement("oct-assets-no-such-package", "0.0.1")
+    spec = EnvironmentSpec((bad, *SMALL.requirements), imports=SMALL.imports)
+    with pytest.raises(TrainingEnvironmentError) as caught:
+        ensure(session, spec)
+    message = str(caught.value)
+    assert "oct-assets-no-such-package==0.0.1" in message and "pip install failed" in message
+    assert "nothing was published" in message
+    assert list((root / "envs").iterdir()) != []  # the lock and the build log stay
+    assert not [p for p in (root / "envs").iterdir() if p.is_dir()]  # no env, no temp folder
+
+
+def test_a_published_env_that_fails_its_check_is_refused_named(
+    remote: tuple[SSHSession, Path],
+) -> None:
+    """An env damaged after it was built (a scratch purge) is never used for a job."""
+    session, _root = remote
+    env, _ = ensure(session)
+    for init in Path(env.path).glob("lib/python*/site-packages/PIL/__init__.py"):
+        init.write_text("raise ImportError('purged')\n")
+    with pytest.raises(TrainingEnvironmentError) as caught:
+        ensure(session)
+    assert env.path in str(caught.value) and "purged" in str(caught.value)
+
+
+def test_offline_wheels_are_staged_and_installed_without_an_index(
+    remote: tuple[SSHSession, Path],
+) -> None:
+    """The cluster side sees no pip configuration and no index: only the staged wheels."""
+    session, _root = remote
+    no_index = ("export PIP_CONFIG_FILE=/dev/null PIP_INDEX_URL=http://127.0.0.1:9/none",)
+    spec = EnvironmentSpec(SMALL.requirements, offline=True, imports=SMALL.imports)
+    env, logs = ensure(session, spec, setup=no_index)
+    assert env.built and env.facts["packages"] == {"pillow": "13.0.0"}
+    wheels = Path(f"{env.path}.wheels")
+    assert [p.name.split("-")[0] for p in wheels.glob("*.whl")] == ["pillow"]
+    assert any("from staged wheels, no index" in line for line in logs)
