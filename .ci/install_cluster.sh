@@ -6,11 +6,13 @@
 # oct_assets_tests/fixtures_cluster.py start (and stop) private daemons on 127.0.0.1.
 set -euo pipefail
 
-packages=(openssh-server openssh-client munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
+packages=(openssh-server openssh-client munge slurmctld slurmd slurm-client slurmdbd mariadb-server
+          iproute2)  # ip: the two-node cluster's namespaces and veths (services/netns.py)
 binaries=(/usr/sbin/sshd /usr/bin/scp /usr/bin/ssh-keygen /usr/sbin/munged /usr/sbin/slurmctld
           /usr/sbin/slurmd /usr/bin/sbatch /usr/bin/squeue /usr/bin/scontrol /usr/bin/scancel
           /usr/bin/sacct /usr/bin/sacctmgr /usr/sbin/slurmdbd /usr/sbin/mariadbd
-          /usr/bin/mariadb-install-db /usr/bin/mariadb /usr/bin/mariadb-admin)
+          /usr/bin/mariadb-install-db /usr/bin/mariadb /usr/bin/mariadb-admin /sbin/ip
+          /usr/bin/unshare /usr/bin/nsenter)
 
 missing=0
 for bin in "${binaries[@]}"; do

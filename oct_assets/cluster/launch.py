@@ -7,6 +7,15 @@ import shlex
 TRAIN_MODULE = "oct_assets.ml.train"
 # torchrun's rendezvous port: derived from the job id, so two jobs sharing a node do not collide.
 RDZV_PORT = "$((20000 + SLURM_JOB_ID % 20000))"
+# The head node (the first of the job's nodes) by the address Slurm itself reaches it at, its
+# NodeAddr (which defaults to the node's name): a NodeName may be an alias that no other node
+# can resolve (NodeName=gpu01 NodeHostname=... NodeAddr=...).
+HEAD_ADDRESS = [
+    'OCT_RDZV_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)',
+    'OCT_RDZV_HOST=$(scontrol show node -o "$OCT_RDZV_NODE"'
+    " | sed -n 's/.* NodeAddr=\\([^ ]*\\).*/\\1/p')",
+    "OCT_RDZV_HOST=${OCT_RDZV_HOST:-$OCT_RDZV_NODE}",
+]
 
 
 def procs_per_node(ntasks_per_node: int, gpus_per_node: int) -> int:
@@ -19,16 +28,20 @@ def launch(python: str, train_args: str, *, nodes: int, per_node: int) -> tuple[
 
     One process overall: plain python. Otherwise one `torchrun` per node through `srun`
     (`python -m torch.distributed.run`, so the node's `python` setting also picks torchrun),
-    which starts `per_node` ranks there and meets the others at the head node's c10d rendezvous.
-    A single node rendezvous on 127.0.0.1 and needs no network.
+    which starts `per_node` ranks there and meets the others at the head node's c10d rendezvous
+    (`HEAD_ADDRESS`). A single node rendezvous on 127.0.0.1 and needs no network. Across nodes,
+    each node's own hostname must resolve to an address the others reach (torch's c10d and gloo
+    look it up), or `GLOO_SOCKET_IFNAME` (NCCL: `NCCL_SOCKET_IFNAME`) must name the interface.
     """
     py = shlex.quote(python)
     if nodes * per_node == 1:
         return [], f"{py} -m {TRAIN_MODULE} {train_args}"
-    head = (
-        "127.0.0.1" if nodes == 1 else '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)'
-    )
-    setup = [f"OCT_RDZV_HOST={head}", f"OCT_RDZV_PORT={RDZV_PORT}"]
+    setup = ["OCT_RDZV_HOST=127.0.0.1"] if nodes == 1 else HEAD_ADDRESS
+    setup = [
+        *setup,
+        f"OCT_RDZV_PORT={RDZV_PORT}",
+        'echo "[oct] rendezvous at $OCT_RDZV_HOST:$OCT_RDZV_PORT for $SLURM_JOB_NODELIST"',
+    ]
     command = (
         "srun --nodes=$SLURM_NNODES --ntasks=$SLURM_NNODES --ntasks-per-node=1"
         f" --cpus-per-task=$(({per_node} * ${{SLURM_CPUS_PER_TASK:-1}}))"

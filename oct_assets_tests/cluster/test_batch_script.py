@@ -74,7 +74,10 @@ def test_render_multi_node_gpu_job_and_its_torchrun_launch() -> None:
         "--exclusive",
     ):
         assert f"#SBATCH {directive}" in lines
-    assert 'OCT_RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)' in lines
+    assert 'OCT_RDZV_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -1)' in lines
+    assert any(
+        line.startswith('OCT_RDZV_HOST=$(scontrol show node -o "$OCT_RDZV_NODE"') for line in lines
+    )
     assert lines[-1].startswith("srun --nodes=$SLURM_NNODES --ntasks=$SLURM_NNODES")
     assert "-m torch.distributed.run --nnodes $SLURM_NNODES --nproc-per-node 8" in lines[-1]
     assert "--rdzv-backend c10d --rdzv-endpoint $OCT_RDZV_HOST:$OCT_RDZV_PORT" in lines[-1]

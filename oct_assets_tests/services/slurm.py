@@ -36,6 +36,7 @@ from oct_assets_tests.services.daemons import (
     wait_for,
 )
 from oct_assets_tests.services.mariadb import MARIADB_TOOLS, MARIADBD, Spawn, start_mariadb
+from oct_assets_tests.services.netns import NETNS_TOOLS, NodeNetwork, start_network
 from oct_assets_tests.services.sshd import SshServer, start_sshd
 
 MUNGED = "/usr/sbin/munged"
@@ -47,12 +48,14 @@ ACCOUNTING_TOOLS = (*MARIADB_TOOLS, "sacct", "sacctmgr")
 CLUSTER_NAME = "octtest"
 
 
-def missing_prerequisites(*, accounting: bool = False) -> list[str]:
+def missing_prerequisites(*, accounting: bool = False, namespaces: bool = False) -> list[str]:
     """What this machine lacks to run sshd and Slurm (empty when everything is there)."""
     binaries = (sshd.SSHD, MUNGED, SLURMCTLD, SLURMD)
     tools = (*sshd.SSH_TOOLS, *SLURM_TOOLS)
     if accounting:
         binaries, tools = (*binaries, SLURMDBD, MARIADBD), (*tools, *ACCOUNTING_TOOLS)
+    if namespaces:
+        tools = (*tools, *NETNS_TOOLS)
     return missing(binaries, tools)
 
 
@@ -80,8 +83,13 @@ class SlurmCluster:
             stop_process(proc)
 
 
-def start_slurm(root: Path, *, accounting: bool = False) -> SlurmCluster:
+def start_slurm(
+    root: Path, *, accounting: bool = False, network: NodeNetwork | None = None
+) -> SlurmCluster:
     """Start munged, slurmctld and slurmd with private paths and ports on 127.0.0.1.
+
+    With `network` (`netns.py`), slurmctld listens on the host's address on its bridge and one
+    slurmd runs in each node's namespaces (`-N <node>`, its own spool, pid and log by `%n`).
 
     With `accounting`, also a private MariaDB and slurmdbd (started before slurmctld, which
     then records every job there), the cluster registered with `sacctmgr`, and task statistics
@@ -136,6 +144,21 @@ def start_slurm(root: Path, *, accounting: bool = False) -> SlurmCluster:
 
         hostname = socket.gethostname().split(".")[0]
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+        ctld_address = network.controller_address if network else "127.0.0.1"
+        if network is None:  # the host itself is the one node
+            node_lines = [
+                f"NodeName={hostname} NodeAddr=127.0.0.1 CPUs={os.cpu_count()}"
+                f" RealMemory={mem_mb * 9 // 10} State=UNKNOWN"
+            ]
+            per_node = ""
+        else:  # nodes share the cores and split the memory; names are not hostnames
+            node_lines = [
+                f"NodeName={node_name(i)} NodeHostname={n.name} NodeAddr={n.address}"
+                f" CPUs={os.cpu_count()} RealMemory={mem_mb * 9 // 10 // len(network.nodes)}"
+                " State=UNKNOWN"
+                for i, n in enumerate(network.nodes)
+            ]
+            per_node = "-%n"
         dbd_port = free_port() if accounting else None
         if accounting:
             storage = [
@@ -156,13 +179,15 @@ def start_slurm(root: Path, *, accounting: bool = False) -> SlurmCluster:
             "\n".join(
                 [
                     f"ClusterName={CLUSTER_NAME}",
-                    f"SlurmctldHost={hostname}(127.0.0.1)",
+                    f"SlurmctldHost={hostname}({ctld_address})",
                     f"SlurmctldPort={free_port()}",
                     f"SlurmdPort={free_port()}",
                     "CommunicationParameters=NoInAddrAny",
                     "AuthType=auth/munge",
                     "CredType=cred/munge",
-                    f"AuthInfo=socket={socket_path}",
+                    # cred_expire also holds a requeued job back (120 s by default): the
+                    # requeue tests would wait that long for every restart.
+                    f"AuthInfo=socket={socket_path},cred_expire=10",
                     "ProctrackType=proctrack/linuxproc",
                     "TaskPlugin=task/none",
                     "SelectType=select/cons_tres",
@@ -173,14 +198,13 @@ def start_slurm(root: Path, *, accounting: bool = False) -> SlurmCluster:
                     "MpiDefault=none",
                     *storage,
                     f"StateSaveLocation={slurm_dir / 'state'}",
-                    f"SlurmdSpoolDir={slurm_dir / 'spool'}",
+                    f"SlurmdSpoolDir={slurm_dir / 'spool'}{per_node}",
                     f"SlurmctldPidFile={slurm_dir / 'slurmctld.pid'}",
-                    f"SlurmdPidFile={slurm_dir / 'slurmd.pid'}",
+                    f"SlurmdPidFile={slurm_dir / f'slurmd{per_node}.pid'}",
                     f"SlurmctldLogFile={slurm_dir / 'log' / 'slurmctld.log'}",
-                    f"SlurmdLogFile={slurm_dir / 'log' / 'slurmd.log'}",
+                    f"SlurmdLogFile={slurm_dir / 'log' / f'slurmd{per_node}.log'}",
                     "SchedulerParameters=sched_interval=1",
-                    f"NodeName={hostname} NodeAddr=127.0.0.1 CPUs={os.cpu_count()}"
-                    f" RealMemory={mem_mb * 9 // 10} State=UNKNOWN",
+                    *node_lines,
                     "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
                 ]
             )
@@ -198,17 +222,42 @@ def start_slurm(root: Path, *, accounting: bool = False) -> SlurmCluster:
             ctld_log,
             ctld,
         )
-        slurmd = spawn([SLURMD, "-D", "-f", conf], slurm_dir / "log" / "slurmd.out")
+        if network is None:
+            slurmds = {
+                hostname: spawn([SLURMD, "-D", "-f", conf], slurm_dir / "log" / "slurmd.out")
+            }
+        else:
+            slurmds = {
+                node_name(i): spawn(
+                    [*n.ns.enter(), SLURMD, "-D", "-N", node_name(i), "-f", conf],
+                    slurm_dir / "log" / f"slurmd-{node_name(i)}.out",
+                )
+                for i, n in enumerate(network.nodes)
+            }
 
-        def node_idle() -> bool:
-            return cluster.command("sinfo", "-h", "-o", "%T").stdout.strip() == "idle"
+        def slurmd_log(name: str) -> Path:
+            return slurm_dir / "log" / (f"slurmd-{name}.log" if network else "slurmd.log")
 
-        wait_for("slurmd", node_idle, 30, slurm_dir / "log" / "slurmd.log", slurmd)
+        def nodes_idle() -> bool:
+            for name, slurmd in slurmds.items():
+                if slurmd.poll() is not None:
+                    why = read_log(slurmd_log(name))
+                    raise ServiceStartError(f"slurmd {name} exited with {slurmd.returncode}: {why}")
+            states = cluster.command("sinfo", "-h", "-N", "-o", "%T").stdout.split()
+            return states == ["idle"] * len(slurmds)
+
+        wait_for("slurmd", nodes_idle, 30, slurmd_log(next(iter(slurmds))), None)
     except BaseException:
         for proc in reversed(processes):
             stop_process(proc)
         raise
     return cluster
+
+
+def node_name(i: int) -> str:
+    """Slurm's NodeName of the i-th namespaced node: an alias, not its hostname, as Slurm allows
+    (`NodeHostname`, `NodeAddr`), so nothing may assume that node names resolve."""
+    return f"node{i + 1}"
 
 
 def start_slurmdbd(
@@ -298,5 +347,60 @@ def accounting_cluster() -> Iterator[AccountingCluster]:
         unavailable(f"could not start Slurm with accounting: {exc}")
     yield AccountingCluster(server, cluster, time.monotonic() - started)
     cluster.stop()
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class TwoNodeCluster:
+    """Two compute nodes, each in its own namespaces (`netns.py`), with their own sshd.
+
+    `node_local_remote` is a remote folder whose `cache/` is node-local: a separate folder on
+    each node (a bind mount), like a node's scratch disk; the rest of the file system is shared.
+    """
+
+    sshd: SshServer
+    slurm: SlurmCluster
+    network: NodeNetwork
+    node_local_remote: Path
+
+    def node_local(self, node: str, path: Path) -> Path:
+        """Where `path` (under `node_local_remote`) lives for `node`."""
+        return self.network.hosts_file.parent / node / path.relative_to(self.node_local_remote)
+
+
+TWO_NODES = ("octh1", "octh2")  # hostnames; Slurm knows them as node1 and node2
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster() -> Iterator[TwoNodeCluster]:
+    """A third, separate cluster: `slurm_cluster` stays one node on 127.0.0.1."""
+    lacking = missing_prerequisites(namespaces=True)
+    if lacking:
+        unavailable("two-node Slurm tests need: " + ", ".join(lacking))
+    root = Path(tempfile.mkdtemp(prefix="oct-2n-"))
+    server = network = cluster = None
+    try:
+        server = start_sshd(root / "sshd", slurm_conf=root / "slurm" / "slurm.conf")
+        local_remote = server.remote_dir / "nodelocal"
+        (local_remote / "cache").mkdir(parents=True)
+        for folder in (local_remote, local_remote / "cache"):
+            shutil.chown(folder, server.user, server.user)
+        network = start_network(
+            root / "nodes",
+            list(TWO_NODES),
+            socket.gethostname().split(".")[0],
+            node_local=(local_remote / "cache",),
+        )
+        cluster = start_slurm(root, network=network)
+    except (ServiceStartError, subprocess.CalledProcessError, OSError) as exc:
+        for part in (network, server):
+            if part is not None:
+                part.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        unavailable(f"could not start the two-node Slurm: {exc}")
+    yield TwoNodeCluster(server, cluster, network, local_remote)
+    cluster.stop()
+    network.stop()
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
