@@ -1,5 +1,11 @@
 """What a finished Slurm job used: from `sacct` where the cluster keeps accounting, else from
-`scontrol show job` (which knows no CPU time or memory peak); the result says which."""
+`scontrol show job` (which knows no CPU time or memory peak); the result says which.
+
+A requeued job has one accounting record per run (`sacct --duplicates`): its usage adds up every
+run, and `restarts` says how many came after the first. GPU utilisation and memory come from
+the steps' `TRESUsageInAve`/`TRESUsageInMax` (`gres/gpuutil`, `gres/gpumem`) where the cluster
+gathers them (`AcctGatherGpuType`/NVML); elsewhere they are null.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,15 @@ import time
 
 from oct_assets.cluster.slurm import RemoteShell
 
-SACCT_FIELDS = "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS,NNodes,AllocCPUS,AllocTRES"
+SACCT_FIELDS = (
+    "JobID,State,ExitCode,ElapsedRaw,TotalCPU,MaxRSS,NNodes,AllocCPUS,AllocTRES,"
+    "TRESUsageInAve,TRESUsageInMax"
+)
 # States after which a job's (or step's) accounting record still changes.
 _UNSETTLED = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "COMPLETING"}
-_SIZE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_SIZE = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
+# A run that Slurm started again: its record is closed with one of these.
+_RERUN = {"REQUEUED", "PREEMPTED", "NODE_FAIL"}
 
 
 def job_usage(shell: RemoteShell, job_id: int, *, settle_s: float = 15.0) -> dict:
@@ -23,7 +34,7 @@ def job_usage(shell: RemoteShell, job_id: int, *, settle_s: float = 15.0) -> dic
     """
     deadline = time.monotonic() + settle_s
     while True:
-        result = shell.run(f"sacct -n -P -j {int(job_id)} -o {SACCT_FIELDS}")
+        result = shell.run(f"sacct -n -P -D -j {int(job_id)} -o {SACCT_FIELDS}")
         rows = [line.split("|") for line in result.stdout.splitlines() if line.strip()]
         if not (result.ok and rows):
             break
@@ -51,8 +62,37 @@ def _seconds(text: str) -> float:
 
 
 def _bytes(text: str) -> int | None:
-    match = re.fullmatch(r"([\d.]+)([KMGT]?)", text.strip())
+    match = re.fullmatch(r"([\d.]+)([KMGTP]?)", text.strip())
     return int(float(match.group(1)) * _SIZE[match.group(2)]) if match else None
+
+
+def _tres(text: str, name: str) -> str | None:
+    """The value of `name` in a TRES list such as `cpu=00:01:02,gres/gpumem=1.5G,mem=1200M`."""
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def _gpu_usage(records: list[dict[str, str]]) -> dict[str, float | int | None]:
+    """GPU utilisation (%) and memory peak over the steps, None where sacct has none."""
+
+    def figures(field: str, name: str, parse) -> list:
+        found = [_tres(r.get(field) or "", name) for r in records]
+        return [v for text in found if text is not None and (v := parse(text)) is not None]
+
+    def percent(text: str) -> float | None:
+        return float(text) if re.fullmatch(r"[\d.]+", text) else None
+
+    util_ave = figures("TRESUsageInAve", "gres/gpuutil", percent)
+    util_max = figures("TRESUsageInMax", "gres/gpuutil", percent)
+    mem_max = figures("TRESUsageInMax", "gres/gpumem", _bytes)
+    return {  # the training step is the busiest: its figures are the largest
+        "gpu_util_avg_percent": max(util_ave) if util_ave else None,
+        "gpu_util_max_percent": max(util_max) if util_max else None,
+        "gpu_mem_peak_bytes": max(mem_max) if mem_max else None,
+    }
 
 
 def _gpus(tres: str) -> int:
@@ -80,8 +120,11 @@ def _summary(source: str, state: str, exit_code, elapsed: float, nodes: int, gpu
 def _from_sacct(job_id: int, rows: list[list[str]]) -> dict:
     fields = SACCT_FIELDS.split(",")
     records = [dict(zip(fields, row, strict=False)) for row in rows]
-    job = next((r for r in records if r["JobID"] == str(job_id)), records[0])
-    elapsed = float(job["ElapsedRaw"] or 0)
+    runs = [r for r in records if r["JobID"] == str(job_id)] or records[:1]
+    # The last run that was not started again is the outcome; every run's time counts.
+    final = [r for r in runs if r["State"].split()[0] not in _RERUN]
+    job = final[-1] if final else runs[-1]
+    elapsed = sum(float(r["ElapsedRaw"] or 0) for r in runs)
     cpus = int(job["AllocCPUS"] or 0)
     usage = _summary(
         "sacct",
@@ -91,14 +134,17 @@ def _from_sacct(job_id: int, rows: list[list[str]]) -> dict:
         int(job["NNodes"] or 0),
         _gpus(job["AllocTRES"]),
     )
-    cpu_s = _seconds(job["TotalCPU"]) if job["TotalCPU"] else None
+    cpu_s = sum(_seconds(r["TotalCPU"]) for r in runs if r["TotalCPU"]) or None
     peaks = [b for r in records if (b := _bytes(r.get("MaxRSS", ""))) is not None]
     usage["cpu_efficiency"] = (
         round(cpu_s / (elapsed * cpus), 4) if cpu_s and elapsed and cpus else None
     )
     # MaxRSS is a step figure (the job row has none): the largest of the steps.
     usage["peak_memory_bytes"] = max(peaks) if peaks else None
-    usage["settled"] = not any(r["State"].split()[0] in _UNSETTLED for r in records if r["State"])
+    usage["restarts"] = len(runs) - 1
+    usage.update(_gpu_usage(records))
+    current = [r for r in records if r not in runs[:-1]]  # earlier runs' records are closed
+    usage["settled"] = not any(r["State"].split()[0] in _UNSETTLED for r in current if r["State"])
     return usage
 
 
@@ -114,4 +160,6 @@ def _from_scontrol(text: str) -> dict:
     )
     usage["cpu_efficiency"] = None  # scontrol knows no CPU time
     usage["peak_memory_bytes"] = None  # nor a memory peak
+    usage["restarts"] = int(fields["Restarts"]) if fields.get("Restarts", "").isdigit() else 0
+    usage.update(_gpu_usage([]))  # nor GPU figures
     return usage

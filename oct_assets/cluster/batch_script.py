@@ -1,4 +1,15 @@
-"""A Slurm batch job and its script, no I/O: what `sbatch` is asked for and how."""
+"""A Slurm batch job and its script, no I/O: what `sbatch` is asked for and how.
+
+A job with `signal_margin_s` survives its time limit and Slurm's requeues. It is requeueable
+(`--requeue`) with its log opened for append (a restart adds to it), and Slurm signals its batch
+shell (`--signal=B:USR2@<margin>`; USR2 because NCCL uses USR1) that much before the time
+limit. The shell runs the command in the background so that its traps run at once: on USR2 it
+sends SIGTERM to the command (torchrun and srun pass TERM on to every rank; the trainer
+checkpoints at the next step and exits), waits for it, and requeues the job unless it was
+started again `max_restarts` times already. On SIGTERM (scancel, Slurm's own requeue or
+preemption, the time limit) it passes TERM on, waits and exits. A restart runs the script again
+from the top; the command resumes from its checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +33,11 @@ class SlurmJobSpec(SbatchOptions):
         output: log file for stdout and stderr, relative to `workdir`; of Slurm's patterns use
             only `%j` (job id) and `%x` (job name), which `SlurmJob.log_path` resolves.
         setup: shell lines run before `command` (`module load ...`, `source venv/bin/activate`).
+        finish: shell lines run once `command` has succeeded (publish its output).
+        signal_margin_s: with it, the job is requeueable and stops its command and requeues
+            itself this many seconds before its time limit (see the module's docstring);
+            the command must stop cleanly on SIGTERM and resume when started again.
+        max_restarts: starts beyond the first after which the job no longer requeues itself.
     """
 
     WHAT = "Slurm job spec"
@@ -31,6 +47,9 @@ class SlurmJobSpec(SbatchOptions):
     workdir: str
     output: str = "slurm-%j.log"
     setup: Sequence[str] = ()
+    finish: Sequence[str] = ()
+    signal_margin_s: int | None = None
+    max_restarts: int = 0
 
     def problems(self) -> list[str]:
         problems = [
@@ -41,6 +60,10 @@ class SlurmJobSpec(SbatchOptions):
         problems += super().problems()
         if "\n" in self.command:
             problems.append("command must be one line; put preparation into setup")
+        if self.signal_margin_s is not None and not 0 < self.signal_margin_s <= 65535:
+            problems.append(f"signal_margin_s={self.signal_margin_s} must be in 1..65535")
+        if self.max_restarts < 0:
+            problems.append(f"max_restarts={self.max_restarts} must be >= 0")
         return problems
 
     @property
@@ -73,9 +96,57 @@ def render_batch_script(spec: SlurmJobSpec) -> str:
         "gres": spec.gres,
     }
     directives.extend(f"--{name}={value}" for name, value in optional.items() if value)
+    if spec.signal_margin_s is not None:
+        margin = int(spec.signal_margin_s)
+        directives += ["--requeue", "--open-mode=append", f"--signal=B:USR2@{margin}"]
     directives.extend(spec.extra_directives)
     lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "set -eo pipefail"]
-    lines.append('echo "[oct] job ${SLURM_JOB_ID} on $(hostname) started $(date -Is)"')
-    lines.extend(spec.setup)
-    lines.append(spec.command)
+    lines.append(
+        'echo "[oct] job ${SLURM_JOB_ID} on $(hostname) started $(date -Is)'
+        ' (restart ${SLURM_RESTART_COUNT:-0})"'
+    )
+    if spec.signal_margin_s is None:
+        lines += [*spec.setup, spec.command, *spec.finish]
+        return "\n".join(lines) + "\n"
+    lines += _traps(int(spec.signal_margin_s), int(spec.max_restarts), spec.finish)
+    lines += [*spec.setup, f"{spec.command} &", "oct_step=$!", 'wait "$oct_step"', "oct_finish"]
     return "\n".join(lines) + "\n"
+
+
+def _traps(margin: int, max_restarts: int, finish: Sequence[str]) -> list[str]:
+    """The batch shell's handlers: USR2 (time limit near) stops the step and requeues the job,
+    TERM (Slurm ends or requeues the job) stops the step; `oct_finish` runs `finish`."""
+    restarts = "${SLURM_RESTART_COUNT:-0}"
+    return [
+        "oct_step=",
+        "oct_finish() {",
+        *(f"  {line}" for line in finish or [":"]),
+        "}",
+        "oct_stop_step() {  # TERM to the step (srun/torchrun pass it on), then wait for it",
+        '  oct_rc=0; [ -n "$oct_step" ] || return 0',
+        '  kill -TERM "$oct_step" 2>/dev/null || true',
+        '  wait "$oct_step" || oct_rc=$?',
+        "}",
+        "oct_on_usr2() {",
+        "  trap '' USR2 TERM",
+        f'  echo "[oct] $(date -Is) SIGUSR2: time limit in {margin} s or less; checkpointing"',
+        "  oct_stop_step",
+        '  if [ -n "$oct_step" ] && [ "$oct_rc" -eq 0 ]; then oct_finish; exit 0; fi',
+        f'  if [ "{restarts}" -ge {max_restarts} ]; then',
+        f'    echo "[oct] not requeueing: started again {restarts} times,'
+        f' slurm.max_restarts={max_restarts}"',
+        "    exit 1",
+        "  fi",
+        f'  echo "[oct] requeueing job $SLURM_JOB_ID (restart $(({restarts} + 1)))"',
+        '  scontrol requeue "$SLURM_JOB_ID"',
+        "  exit 0",
+        "}",
+        "oct_on_term() {",
+        "  trap '' TERM USR2",
+        '  echo "[oct] $(date -Is) SIGTERM: stopping the step (it checkpoints)"',
+        "  oct_stop_step",
+        "  exit 143",
+        "}",
+        "trap oct_on_usr2 USR2",
+        "trap oct_on_term TERM",
+    ]

@@ -89,3 +89,7 @@ class SlurmJobFailedError(SlurmError):
         self.job = job
         self.status = status
         self.log_tail = log_tail
+
+
+class SlurmRestartLimitError(SlurmJobFailedError):
+    """The job was started again more often than `slurm.max_restarts` allows; it is cancelled."""

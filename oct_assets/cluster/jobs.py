@@ -6,6 +6,7 @@ pending or running instead of submitting a second one; a failed job is reported 
 tail) and resubmitted only when asked; a job cancelled by its own caller (interrupt, timeout)
 has its record moved aside, so the next call submits afresh. Each job writes into its own
 `<model>.partial-<job id>` folder, so no job ever deletes a folder another live job writes.
+A requeued job keeps its id and its record: it is followed through every restart.
 """
 
 from __future__ import annotations
@@ -53,13 +54,21 @@ def run_or_follow(
     timeout_s: float | None,
     on_log_line: Callable[[int, str], None],
     log: Callable[[str], None],
+    max_restarts: int | None = None,
 ) -> tuple[SlurmJob, SlurmJobStatus, bool]:
     """Follow the job recorded in `job_dir`, or submit `prepare()`'s; (job, status, followed).
 
     Called when `model_dir` holds no finished model; `on_log_line(job_id, line)` gets the job's
     log as it grows. Raises `SlurmJobFailedError` for a recorded
-    job that ended without one unless `resubmit_failed` is set.
+    job that ended without one unless `resubmit_failed` is set, and `SlurmRestartLimitError`
+    (cancelling it) for a job started again more than `max_restarts` times.
     """
+
+    def follow(job: SlurmJob) -> SlurmJobStatus:
+        return _follow(
+            shell, job, job_dir, poll_interval_s, timeout_s, on_log_line, log, max_restarts
+        )
+
     found = slurm.read_record(shell, job_dir)
     if found is not None:
         job, previous = found
@@ -72,7 +81,7 @@ def run_or_follow(
                 f"following Slurm job {job.job_id} ({status.state}) submitted"
                 f" {previous.get('submitted', '?')} for this salt, instead of submitting again"
             )
-            return job, _follow(shell, job, job_dir, poll_interval_s, timeout_s, on_log_line), True
+            return job, follow(job), True
         if not resubmit_failed:
             raise SlurmJobFailedError(
                 job,
@@ -88,7 +97,7 @@ def run_or_follow(
     submitted = {"submitted": datetime.now(UTC).isoformat(timespec="seconds"), **record}
     job = slurm.submit(shell, spec, record=submitted)
     log(f"submitted Slurm job {job.job_id}; log {job.log_path}")
-    return job, _follow(shell, job, job_dir, poll_interval_s, timeout_s, on_log_line), False
+    return job, follow(job), False
 
 
 def _follow(
@@ -98,8 +107,18 @@ def _follow(
     poll_interval_s: float,
     timeout_s: float | None,
     on_log_line: Callable[[int, str], None],
+    log: Callable[[str], None],
+    max_restarts: int | None,
 ) -> SlurmJobStatus:
-    """Wait for the job; if waiting stops early the job is cancelled and its record retired."""
+    """Wait for the job through its restarts; if waiting stops early the job is cancelled and
+    its record retired (a failed job's record stays, to be reported)."""
+
+    def restarted(status: SlurmJobStatus) -> None:
+        log(
+            f"Slurm job {job.job_id} was started again (restart {status.restarts}, now"
+            f" {status.state}); following it on under the same id"
+        )
+
     try:
         return slurm.wait(
             shell,
@@ -108,6 +127,8 @@ def _follow(
             timeout_s=timeout_s,
             on_log_line=lambda line: on_log_line(job.job_id, line),
             cancel_on_abort=True,
+            max_restarts=max_restarts,
+            on_restart=restarted,
         )
     except SlurmJobFailedError:
         raise  # the record stays: the next run reports it and resubmits only when asked

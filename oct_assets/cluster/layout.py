@@ -3,6 +3,7 @@ the uploaded code live under the remote working folder (`OCT_CLUSTER_REMOTE_DIR`
 
     models/<salt>/     a trained model (model.pt, model.json), published by one `mv`
     jobs/<salt>/       job.json, the batch script, train_config.json, slurm-<id>.log
+    checkpoints/<salt>/  the trainer's checkpoint while its model is not yet published
     samples/<salt>/    a staged reduced_sample
     cache/             the trainer's decode cache, shared by every job
     code/<digest>/     this project's ML code, named by its content hash
@@ -15,6 +16,7 @@ import posixpath
 from dataclasses import dataclass
 
 MODELS, JOBS, SAMPLES, CACHE, CODE = "models", "jobs", "samples", "cache", "code"
+CHECKPOINTS = "checkpoints"
 ENVS = "envs"
 # The model folder that fetch mode and the sensor read unless told otherwise (relative: under
 # the remote working folder).
@@ -32,6 +34,10 @@ class RemoteLayout:
 
     def job(self, salt: str) -> str:
         return posixpath.join(self.root, JOBS, salt)
+
+    def checkpoints(self, salt: str) -> str:
+        """Where every job of `salt` checkpoints (kept across requeues and resubmissions)."""
+        return posixpath.join(self.root, CHECKPOINTS, salt)
 
     def sample(self, salt: str) -> str:
         return posixpath.join(self.root, SAMPLES, salt)

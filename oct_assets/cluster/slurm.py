@@ -2,7 +2,9 @@
 
 Free of anything asset-specific and of paramiko: every function takes a `RemoteShell` (an
 `SSHSession`, handed over directly). Accounting (`sacct`) is not assumed; a job is followed with
-`squeue`, and with `scontrol show job` once it has left the queue.
+`squeue`, and with `scontrol show job` once it has left the queue. A requeued job keeps its id:
+it is followed through every restart (REQUEUED, PENDING again, PREEMPTED on its way back) with
+its log read on from where it was, and given up only past `max_restarts`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ from oct_assets.cluster.errors import (
     SlurmJobFailedError,
     SlurmJobNotFoundError,
     SlurmJobUnschedulableError,
+    SlurmRestartLimitError,
     SlurmSubmitError,
     SlurmWaitTimeoutError,
 )
-from oct_assets.cluster.types import TERMINAL_STATES, CommandResult, SlurmJob, SlurmJobStatus
+from oct_assets.cluster.types import (
+    MAYBE_REQUEUED_STATES,
+    TERMINAL_STATES,
+    CommandResult,
+    SlurmJob,
+    SlurmJobStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,9 @@ FATAL_PENDING_REASONS = frozenset(
     }
 )
 JOB_RECORD = "job.json"
+# How long a job may stay PREEMPTED or NODE_FAIL before that counts as its end: Slurm requeues
+# a requeueable job within a moment, so only a job it does not requeue stays there.
+REQUEUE_GRACE_S = 30.0
 
 
 class RemoteShell(Protocol):
@@ -149,15 +161,29 @@ def _parse_scontrol(job_id: int, text: str) -> SlurmJobStatus:
     exit_code = signal = None
     if match := re.fullmatch(r"(\d+):(\d+)", fields.get("ExitCode", "")):
         exit_code, signal = int(match.group(1)), int(match.group(2))
-    return SlurmJobStatus(job_id, fields["JobState"], exit_code, signal, fields.get("Reason"))
+    restarts = int(fields["Restarts"]) if fields.get("Restarts", "").isdigit() else 0
+    return SlurmJobStatus(
+        job_id, fields["JobState"], exit_code, signal, fields.get("Reason"), restarts
+    )
+
+
+def _parse_squeue(job_id: int, text: str) -> SlurmJobStatus | None:
+    """`squeue -O State:|,Reason:|,RestartCnt` of one job; None when it is not in the queue."""
+    state, _, rest = text.strip().partition("|")
+    reason, _, restarts = rest.partition("|")
+    if not state:
+        return None
+    count = int(restarts.strip()) if restarts.strip().isdigit() else 0
+    return SlurmJobStatus(job_id, state, reason=reason.strip() or None, restarts=count)
 
 
 def job_status(shell: RemoteShell, job_id: int) -> SlurmJobStatus:
-    """State from `squeue`; exit code and reason from `scontrol` once the job is done or gone."""
-    queued = shell.run(f"squeue -h -j {int(job_id)} -o '%T|%r'")
-    state, _, reason = queued.stdout.strip().partition("|") if queued.ok else ("", "", "")
-    if state and state not in TERMINAL_STATES:
-        return SlurmJobStatus(job_id, state, reason=reason or None)
+    """State and restarts from `squeue`; exit code and reason from `scontrol` once the job is
+    done or gone."""
+    queued = shell.run(f"squeue -h -j {int(job_id)} -O 'State:|,Reason:|,RestartCnt'")
+    status = _parse_squeue(job_id, queued.stdout) if queued.ok else None
+    if status is not None and status.state not in TERMINAL_STATES:
+        return status
     shown = shell.run(f"scontrol show job -o {int(job_id)}")
     if not shown.ok:
         if "Invalid job id" in shown.stderr:
@@ -215,21 +241,40 @@ def wait(
     timeout_s: float | None = None,
     on_log_line: Callable[[str], None] | None = None,
     cancel_on_abort: bool = True,
+    max_restarts: int | None = None,
+    on_restart: Callable[[SlurmJobStatus], None] | None = None,
 ) -> SlurmJobStatus:
     """Poll until the job ends; raise `SlurmJobFailedError` (state + log tail) unless it succeeded.
 
-    If waiting stops early (timeout, interrupt, lost connection) and `cancel_on_abort` is set, the
-    job is cancelled so that it does not keep running unobserved.
+    A requeued job is the same job: waiting goes on through its restarts (`on_restart` hears of
+    each), reading its log (opened for append) on from where it was. Started again more than
+    `max_restarts` times, it is cancelled (`SlurmRestartLimitError`); one that fails having used
+    them all fails with that error too. If waiting stops early (timeout, interrupt, lost
+    connection) and `cancel_on_abort` is set, the job is cancelled so that it does not keep
+    running unobserved.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     follower = _LineFollower(shell, job.log_path, on_log_line) if on_log_line else None
+    restarts, maybe_requeued_since = 0, None
     try:
         while True:
             status = job_status(shell, job.job_id)
             if follower:
                 follower.poll()
+            if status.restarts > restarts:
+                restarts = status.restarts
+                if on_restart is not None:
+                    on_restart(status)
+            if max_restarts is not None and status.restarts > max_restarts:
+                raise _restart_limit(shell, job, status, max_restarts, "; cancelled it")
             if status.finished:
                 break
+            if status.state in MAYBE_REQUEUED_STATES:
+                maybe_requeued_since = maybe_requeued_since or time.monotonic()
+                if time.monotonic() - maybe_requeued_since >= REQUEUE_GRACE_S:
+                    break  # not requeued: this is its end
+            else:
+                maybe_requeued_since = None
             reason = (status.reason or "").split(",")[0]
             if status.state == "PENDING" and reason in FATAL_PENDING_REASONS:
                 raise SlurmJobUnschedulableError(
@@ -253,5 +298,18 @@ def wait(
     if follower:
         follower.poll(final=True)
     if not status.succeeded:
+        if max_restarts and status.restarts >= max_restarts:
+            raise _restart_limit(shell, job, status, max_restarts, ", so it was not requeued again")
         raise SlurmJobFailedError(job, status, tail(shell, job.log_path))
     return status
+
+
+def _restart_limit(
+    shell: RemoteShell, job: SlurmJob, status: SlurmJobStatus, limit: int, then: str
+) -> SlurmRestartLimitError:
+    hint = (
+        f"it was started again {status.restarts} times and slurm.max_restarts={limit}{then}"
+        " (a job that fails after every resume; raise slurm.max_restarts if each restart"
+        " makes progress)"
+    )
+    return SlurmRestartLimitError(job, status, tail(shell, job.log_path), hint=hint)

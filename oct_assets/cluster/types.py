@@ -110,14 +110,15 @@ TERMINAL_STATES = frozenset(
         "COMPLETED",
         "DEADLINE",
         "FAILED",
-        "NODE_FAIL",
         "OUT_OF_MEMORY",
-        "PREEMPTED",
         "REVOKED",
         "SPECIAL_EXIT",
         "TIMEOUT",
     }
 )
+# States a requeueable job passes through on its way back to PENDING (PreemptMode=REQUEUE, a
+# lost node): final only once they last (`slurm.REQUEUE_GRACE_S`), never at first sight.
+MAYBE_REQUEUED_STATES = frozenset({"PREEMPTED", "NODE_FAIL"})
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,11 @@ class SlurmJobStatus:
     exit_code: int | None = None
     signal: int | None = None
     reason: str | None = None
+    restarts: int = 0  # times Slurm started the job again (requeue, preemption, node failure)
 
     @property
     def finished(self) -> bool:
+        """Whether the job can never run again (a PREEMPTED one may yet be requeued)."""
         return self.state in TERMINAL_STATES
 
     @property
