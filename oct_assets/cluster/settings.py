@@ -79,6 +79,17 @@ class SbatchOptions:
                 problems.append(f"{self.FIELD_PREFIX}{f.name}={value} must be <= {bounds[1]}")
         return problems
 
+    @property
+    def time_limit_s(self) -> int:
+        """`time` in seconds (Slurm reads "M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S")."""
+        days, dash, clock = self.time.rpartition("-")
+        parts = [int(p) for p in clock.split(":")]
+        if dash:  # after a day count the first part is hours
+            parts = [*parts, 0, 0][:3]
+            return int(days) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+        scale = {1: [60], 2: [60, 1], 3: [3600, 60, 1]}[len(parts)]
+        return sum(p * k for p, k in zip(parts, scale, strict=True))
+
     def sbatch_options(self) -> dict[str, Any]:
         """The sbatch fields alone, for a `SlurmJobSpec`."""
         return {f.name: getattr(self, f.name) for f in fields(SbatchOptions)}
@@ -91,7 +102,9 @@ class SlurmSettings(SbatchOptions):
     only it goes into the salt.
 
     A training job asks for 4 CPUs and 8G per node unless told otherwise (sbatch alone would
-    ask for one CPU and no memory); users rely on these defaults.
+    ask for one CPU and no memory); users rely on these defaults. It is requeueable:
+    `signal_margin_s` before its time limit it checkpoints and requeues itself, and Slurm may
+    requeue it (preemption, a lost node); `max_restarts` bounds how often it is started again.
     """
 
     FIELD_PREFIX: ClassVar[str] = "slurm."
@@ -127,6 +140,17 @@ class SlurmSettings(SbatchOptions):
     setup: tuple[str, ...] = setting(
         (), "shell lines before training, e.g. 'source ~/venvs/oct/bin/activate'"
     )
+    signal_margin_s: int = setting(
+        120,
+        "seconds before the time limit at which the job checkpoints and requeues itself",
+        low=1,
+        high=65535,
+    )
+    max_restarts: int = setting(
+        3,
+        "times a job may be started again (requeue, preemption) before it counts as failed",
+        low=0,
+    )
     poll_interval_s: float = setting(5.0, "seconds between squeue polls (> 0)")
     timeout_s: float | None = setting(
         None, "give up (and scancel) after this many seconds (> 0); none waits forever"
@@ -138,6 +162,11 @@ class SlurmSettings(SbatchOptions):
             problems.append(f"{p}poll_interval_s={self.poll_interval_s} must be > 0")
         if self.timeout_s is not None and not self.timeout_s > 0:
             problems.append(f"{p}timeout_s={self.timeout_s} must be > 0")
+        if _TIME.match(self.time) and self.signal_margin_s >= self.time_limit_s:
+            problems.append(
+                f"{p}signal_margin_s={self.signal_margin_s} must be less than {p}time={self.time!r}"
+                f" ({self.time_limit_s} s): the job would be told to stop as it starts"
+            )
         return problems + self._environment_problems()
 
     def _environment_problems(self) -> list[str]:

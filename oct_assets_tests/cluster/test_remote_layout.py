@@ -12,6 +12,7 @@ def test_every_remote_folder_is_under_the_root() -> None:
     assert layout.job("abc") == "/scratch/u/oct/jobs/abc"
     assert layout.sample("s1") == "/scratch/u/oct/samples/s1"
     assert layout.cache == "/scratch/u/oct/cache"
+    assert layout.checkpoints("abc") == "/scratch/u/oct/checkpoints/abc"
     assert layout.code("0123") == "/scratch/u/oct/code/0123"
     assert LATEST_MODEL == "models/latest"
 
@@ -31,8 +32,13 @@ def test_the_training_job_of_a_salt() -> None:
     assert spec.command == (
         "/opt/py -m oct_assets.ml.train --sample /r/samples/s --out /r/models/abc.partial-"
         "$SLURM_JOB_ID --config /r/jobs/abc/t.json --cache-dir /r/cache"
-        " && mv -T /r/models/abc.partial-$SLURM_JOB_ID /r/models/abc"
+        " --checkpoint-dir /r/checkpoints/abc"
     )
+    assert list(spec.finish) == [
+        "mv -T /r/models/abc.partial-$SLURM_JOB_ID /r/models/abc",
+        "rm -rf -- /r/checkpoints/abc",
+    ]
+    assert (spec.signal_margin_s, spec.max_restarts) == (120, 3)
     assert list(spec.setup) == [
         "module load x",
         "export PYTHONPATH=/r/code/c${PYTHONPATH:+:$PYTHONPATH}",
@@ -40,3 +46,5 @@ def test_the_training_job_of_a_salt() -> None:
     ]
     lines = render_batch_script(spec).splitlines()
     assert "#SBATCH --mem=8G" in lines and "#SBATCH --partition=cpu" in lines
+    for directive in ("--requeue", "--open-mode=append", "--signal=B:USR2@120"):
+        assert f"#SBATCH {directive}" in lines
