@@ -1,0 +1,116 @@
+"""Cluster training jobs that Slurm stops and starts again, on the real sshd and Slurm: a
+`scontrol requeue` mid-training, a time limit shorter than the training, and `max_restarts`.
+Every one ends (or resumes) with a `model.pt` byte-identical to an uninterrupted run's."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.train import train
+from oct_assets.resources.io_manager import pointer_salt
+from oct_assets.store.salt import salted_dir
+from oct_assets_tests.integration.test_cluster_assets import (
+    QUICK_JOB,
+    TINY_TRAIN,
+    meta,
+    node_python,
+    run_cluster,
+    sample_instance,  # noqa: F401 - a fixture
+)
+from oct_assets_tests.services.slurm import SlurmCluster
+from oct_assets_tests.services.sshd import SshServer
+
+pytestmark = pytest.mark.cluster
+
+# About 0.1 s an epoch on this machine's two cores: long enough to requeue it mid-training.
+REQUEUED_TRAIN = {**TINY_TRAIN, "epochs": 40, "image_size": 64}
+
+
+def reference_model(training: dict, tmp_path: Path) -> bytes:
+    """model.pt of an uninterrupted run of the same training on the same sample."""
+    sample = salted_dir("reduced_sample", pointer_salt("reduced_sample"))
+    train(sample, tmp_path / "reference", TrainConfig.from_dict(training))
+    return (tmp_path / "reference" / "model.pt").read_bytes()
+
+
+class Requeuer(threading.Thread):
+    """Waits for the one running job to log the end of epoch `k`, then `scontrol requeue`s it."""
+
+    def __init__(self, slurm: SlurmCluster, server: SshServer, k: int) -> None:
+        super().__init__(daemon=True)
+        self.slurm, self.server, self.k = slurm, server, k
+        self.job_id: int | None = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            running = self.slurm.command("squeue", "-h", "-t", "R", "-o", "%i").stdout.split()
+            for job_id in running:
+                for log in self.server.remote_dir.glob(f"jobs/*/slurm-{job_id}.log"):
+                    if f'"epoch": {self.k},' in log.read_text():
+                        done = self.slurm.command("scontrol", "requeue", job_id)
+                        self.job_id = int(job_id)
+                        self.error = done.stderr if done.returncode else None
+                        return
+            time.sleep(0.1)
+        self.error = f"no job logged epoch {self.k} within 180 s"
+
+
+def job_log(server: SshServer, model: dict) -> str:
+    return (server.remote_dir / "jobs" / model["salt"] / f"slurm-{model['job_id']}.log").read_text()
+
+
+def streamed(instance: DagsterInstance, run_id: str, job_id: int) -> list[str]:
+    """The job's log lines as the run log got them."""
+    prefix = f"[slurm {job_id}] "
+    return [
+        e.message.split(prefix, 1)[1]
+        for e in instance.all_logs(run_id)
+        if e.message and prefix in e.message
+    ]
+
+
+def resumed_epochs(log: str) -> list[int]:
+    return [int(e) for e in re.findall(r"resuming from \S+ in epoch (\d+) at step", log)]
+
+
+def test_requeued_job_resumes_under_one_id_to_an_identical_model(
+    sample_instance: DagsterInstance,  # noqa: F811
+    slurm_cluster: SlurmCluster,
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+    tmp_path: Path,
+) -> None:
+    training = {**REQUEUED_TRAIN, "seed": 31}
+    config = {"mode": "train", "training": training, "slurm": {**node_python(), **QUICK_JOB}}
+    k = 3
+    requeuer = Requeuer(slurm_cluster, sshd_server, k)
+    requeuer.start()
+    result = run_cluster(sample_instance, sshd_server, config)
+    requeuer.join(timeout=5)
+    assert requeuer.job_id is not None and requeuer.error is None, requeuer.error
+    model = meta(result, "cluster_model")
+    assert model["job_id"] == requeuer.job_id and model["slurm_state"] == "COMPLETED"
+    assert model["restarts"]["restarts"] == 1 and model["restarts"]["runs_in_log"] == 2
+    assert model["restarts"]["epochs_redone"] == 0  # resumed at its last checkpoint
+    assert model["restarts"]["time_lost_s"] > 0
+    assert model["slurm_usage"]["restarts"] == 1  # from scontrol's Restarts=
+    log = job_log(sshd_server, model)
+    assert "(restart 0)" in log and "(restart 1)" in log
+    [resumed] = resumed_epochs(log)
+    assert resumed >= k  # not epoch 1
+    # One job, one log, streamed once: no line of either run lost or repeated.
+    assert streamed(sample_instance, result.run_id, model["job_id"]) == log.splitlines()
+    assert len(list((sshd_server.remote_dir / "jobs" / model["salt"]).glob("slurm-*.log"))) == 1
+    assert not (sshd_server.remote_dir / "checkpoints" / model["salt"]).exists()
+    cluster_pt = (Path(model["path"]) / "model.pt").read_bytes()
+    assert cluster_pt == reference_model(training, tmp_path)
