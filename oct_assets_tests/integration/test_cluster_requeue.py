@@ -99,6 +99,7 @@ def test_requeued_job_resumes_under_one_id_to_an_identical_model(
     requeuer.join(timeout=5)
     assert requeuer.job_id is not None and requeuer.error is None, requeuer.error
     model = meta(result, "cluster_model")
+    print("restarts:", model["restarts"], "usage:", model["slurm_usage"])  # figures, with -s
     assert model["job_id"] == requeuer.job_id and model["slurm_state"] == "COMPLETED"
     assert model["restarts"]["restarts"] == 1 and model["restarts"]["runs_in_log"] == 2
     assert model["restarts"]["epochs_redone"] == 0  # resumed at its last checkpoint
@@ -114,3 +115,32 @@ def test_requeued_job_resumes_under_one_id_to_an_identical_model(
     assert not (sshd_server.remote_dir / "checkpoints" / model["salt"]).exists()
     cluster_pt = (Path(model["path"]) / "model.pt").read_bytes()
     assert cluster_pt == reference_model(training, tmp_path)
+
+
+def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
+    sample_instance: DagsterInstance,  # noqa: F811
+    slurm_cluster: SlurmCluster,
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+    tmp_path: Path,
+) -> None:
+    """`time: 1` (a minute, Slurm's finest) and a 40 s warning: Slurm signals the batch shell
+    some 15-20 s in, the trainer checkpoints, the job requeues itself; the training (~25 s on
+    two cores) needs two runs or more. Each restart is a new run of the same job."""
+    training = {**TINY_TRAIN, "epochs": 125, "image_size": 128, "seed": 32}
+    slurm = {**node_python(), **QUICK_JOB, "time": "1", "signal_margin_s": 40, "max_restarts": 6}
+    result = run_cluster(
+        sample_instance, sshd_server, {"mode": "train", "training": training, "slurm": slurm}
+    )
+    model = meta(result, "cluster_model")
+    print("restarts:", model["restarts"], "usage:", model["slurm_usage"])  # figures, with -s
+    assert model["slurm_state"] == "COMPLETED"
+    restarts = model["restarts"]["restarts"]
+    assert restarts >= 1 and model["slurm_usage"]["restarts"] == restarts
+    log = job_log(sshd_server, model)
+    assert log.count("SIGUSR2: time limit in 40 s or less") == restarts
+    assert log.count(f"requeueing job {model['job_id']}") == restarts
+    assert len(resumed_epochs(log)) == restarts and min(resumed_epochs(log)) > 1
+    assert model["restarts"]["epochs_redone"] == 0  # each run stopped at a checkpoint
+    assert (Path(model["path"]) / "model.pt").read_bytes() == reference_model(training, tmp_path)
