@@ -20,7 +20,7 @@ from oct_assets_tests.integration.test_cluster_assets import (
     node_python,
     sample_instance,  # noqa: F401 - a fixture
 )
-from oct_assets_tests.services.slurm import TwoNodeCluster
+from oct_assets_tests.services.two_nodes import TwoNodeCluster, two_node_cluster  # noqa: F401
 
 
 def train(instance: DagsterInstance, cluster: TwoNodeCluster, remote: Path, data: Path, **slurm):
@@ -60,7 +60,7 @@ def cache_files(folder: Path) -> dict[str, bytes]:
 
 def test_two_nodes_train_and_score_like_two_tasks_on_one_node(
     sample_instance: DagsterInstance,  # noqa: F811
-    two_node_cluster: TwoNodeCluster,
+    two_node_cluster: TwoNodeCluster,  # noqa: F811
     no_cluster_env: pytest.MonkeyPatch,
     data_env: Path,
 ) -> None:

@@ -2,15 +2,16 @@
 its own (hostname, address, /etc/hosts), all on a private bridge with the controller.
 
     host netns (slurmctld, sshd, munged)  10.A.B.1 ─veth─┐
-                                          fabric netns:  bridge ─veth─ node n1: 10.A.B.11, "n1"
-                                                                └─veth─ node n2: 10.A.B.12, "n2"
+                                          fabric netns:  br0 ─veth─ node 0: eth0 10.A.B.11, octh1
+                                                             └─veth─ node 1: eth0 10.A.B.12, octh2
 
 Every namespace is held by a process of ours (`unshare ... sleep`, which dies with pytest), not
 by a name under /run/netns: when it dies the namespace goes, and with it every veth end inside
-and its peer. A crashed run therefore leaves nothing behind, and names (a random tag) and the
-subnet (a free 10.x.y.0/24) are unique per harness instance, so parallel sessions never meet.
-The nodes share the host's file system, like NFS on a real cluster; `node_local` folders are
-bind-mounted per node (a node-local scratch disk at the same path on every node).
+and its peer. A crashed run (even `kill -9` of pytest) therefore leaves nothing behind, and the
+link names (a random tag) and the subnet (a random 10.x.y.0/24 that no host route overlaps) are
+per harness instance, so parallel sessions do not meet. Not separated: the file system (shared,
+like NFS on a real cluster), processes (one PID namespace), users, CPUs and memory. Folders in
+`node_local` are bind-mounted per node (a node-local scratch disk at the same path everywhere).
 """
 
 from __future__ import annotations

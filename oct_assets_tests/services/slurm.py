@@ -6,7 +6,8 @@ slurmdbd, so that `sacct` answers from real job records (`accounting_cluster` fi
 sshd of its own); the shared `slurm_cluster` keeps no accounting, like many small clusters, so
 the `scontrol` fallback is exercised for real too. Munge key and socket, slurm.conf, state and
 logs live in one private temp folder; nothing under /etc is written. Jobs submitted over SSH
-find this Slurm through `SLURM_CONF`, which the sshd (`sshd.py`) sets.
+find this Slurm through `SLURM_CONF`, which the sshd (`sshd.py`) sets. `two_nodes.py` starts a
+third one: two slurmd, each in namespaces of its own (`netns.py`), for multi-node jobs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from oct_assets_tests.services.daemons import (
     wait_for,
 )
 from oct_assets_tests.services.mariadb import MARIADB_TOOLS, MARIADBD, Spawn, start_mariadb
-from oct_assets_tests.services.netns import NETNS_TOOLS, NodeNetwork, start_network
+from oct_assets_tests.services.netns import NETNS_TOOLS, NodeNetwork
 from oct_assets_tests.services.sshd import SshServer, start_sshd
 
 MUNGED = "/usr/sbin/munged"
@@ -347,60 +348,5 @@ def accounting_cluster() -> Iterator[AccountingCluster]:
         unavailable(f"could not start Slurm with accounting: {exc}")
     yield AccountingCluster(server, cluster, time.monotonic() - started)
     cluster.stop()
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@dataclass
-class TwoNodeCluster:
-    """Two compute nodes, each in its own namespaces (`netns.py`), with their own sshd.
-
-    `node_local_remote` is a remote folder whose `cache/` is node-local: a separate folder on
-    each node (a bind mount), like a node's scratch disk; the rest of the file system is shared.
-    """
-
-    sshd: SshServer
-    slurm: SlurmCluster
-    network: NodeNetwork
-    node_local_remote: Path
-
-    def node_local(self, node: str, path: Path) -> Path:
-        """Where `path` (under `node_local_remote`) lives for `node`."""
-        return self.network.hosts_file.parent / node / path.relative_to(self.node_local_remote)
-
-
-TWO_NODES = ("octh1", "octh2")  # hostnames; Slurm knows them as node1 and node2
-
-
-@pytest.fixture(scope="session")
-def two_node_cluster() -> Iterator[TwoNodeCluster]:
-    """A third, separate cluster: `slurm_cluster` stays one node on 127.0.0.1."""
-    lacking = missing_prerequisites(namespaces=True)
-    if lacking:
-        unavailable("two-node Slurm tests need: " + ", ".join(lacking))
-    root = Path(tempfile.mkdtemp(prefix="oct-2n-"))
-    server = network = cluster = None
-    try:
-        server = start_sshd(root / "sshd", slurm_conf=root / "slurm" / "slurm.conf")
-        local_remote = server.remote_dir / "nodelocal"
-        (local_remote / "cache").mkdir(parents=True)
-        for folder in (local_remote, local_remote / "cache"):
-            shutil.chown(folder, server.user, server.user)
-        network = start_network(
-            root / "nodes",
-            list(TWO_NODES),
-            socket.gethostname().split(".")[0],
-            node_local=(local_remote / "cache",),
-        )
-        cluster = start_slurm(root, network=network)
-    except (ServiceStartError, subprocess.CalledProcessError, OSError) as exc:
-        for part in (network, server):
-            if part is not None:
-                part.stop()
-        shutil.rmtree(root, ignore_errors=True)
-        unavailable(f"could not start the two-node Slurm: {exc}")
-    yield TwoNodeCluster(server, cluster, network, local_remote)
-    cluster.stop()
-    network.stop()
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
