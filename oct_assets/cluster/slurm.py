@@ -202,6 +202,25 @@ def cancel(shell: RemoteShell, job_id: int) -> None:
     logger.info("cancelled Slurm job %d", job_id)
 
 
+def cancel_for_good(shell: RemoteShell, job_id: int, timeout_s: float = 120.0) -> SlurmJobStatus:
+    """Cancel until the job has ended, and return its final status.
+
+    A job being requeued is COMPLETING while its old run is killed, and scancel does not stop
+    it from becoming PENDING again afterwards: so scancel is repeated until Slurm says the job
+    is over (or `timeout_s` passes, raising `SlurmError`).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shell.run(f"scancel {int(job_id)}")  # refused while completing: asked again below
+        status = job_status(shell, job_id)
+        if status.finished:
+            logger.info("cancelled Slurm job %d", job_id)
+            return status
+        if time.monotonic() > deadline:
+            raise SlurmError(f"Slurm job {job_id} still {status.state} {timeout_s}s after scancel")
+        time.sleep(1.0)
+
+
 def tail(shell: RemoteShell, path: str, max_bytes: int = 4000) -> str:
     try:
         return shell.read_tail(path, max_bytes)
@@ -255,7 +274,7 @@ def wait(
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     follower = _LineFollower(shell, job.log_path, on_log_line) if on_log_line else None
-    restarts, maybe_requeued_since = 0, None
+    restarts, maybe_requeued_since, cancelled = 0, None, False
     try:
         while True:
             status = job_status(shell, job.job_id)
@@ -266,7 +285,9 @@ def wait(
                 if on_restart is not None:
                     on_restart(status)
             if max_restarts is not None and status.restarts > max_restarts:
-                raise _restart_limit(shell, job, status, max_restarts, "; cancelled it")
+                final, cancelled = cancel_for_good(shell, job.job_id), True
+                final = dataclasses.replace(final, restarts=max(final.restarts, status.restarts))
+                raise _restart_limit(shell, job, final, max_restarts, "; cancelled it")
             if status.finished:
                 break
             if status.state in MAYBE_REQUEUED_STATES:
@@ -289,7 +310,7 @@ def wait(
                 )
             time.sleep(poll_interval_s)
     except BaseException:
-        if cancel_on_abort:
+        if cancel_on_abort and not cancelled:
             try:
                 cancel(shell, job.job_id)
             except ClusterError as exc:

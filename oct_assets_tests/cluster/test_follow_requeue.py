@@ -30,8 +30,10 @@ class _Cluster:
             return CommandResult(command, 0, self.state + "   \n", "")
         if command.startswith("scontrol show job"):
             return CommandResult(command, 0, self.final, "")
-        if command.startswith("scancel"):
-            self.cancelled = True
+        if command.startswith("scancel"):  # Slurm ends it: CANCELLED, then out of the queue
+            restarts = self.state.rpartition("|")[2]
+            self.polls, self.cancelled, self.state = [], True, ""
+            self.final = f"JobId=7 JobState=CANCELLED ExitCode=0:15 Restarts={restarts}\n"
             return CommandResult(command, 0, "", "")
         raise AssertionError(command)
 
@@ -115,6 +117,7 @@ def test_restarts_past_max_restarts_cancel_the_job_naming_the_setting() -> None:
     with pytest.raises(SlurmRestartLimitError, match=r"slurm\.max_restarts=1") as info:
         follow(cluster, max_restarts=1)
     assert cluster.cancelled and info.value.status.restarts == 2
+    assert info.value.status.state == "CANCELLED"  # cancelled for good, not pending again
 
 
 def test_failing_after_the_last_allowed_restart_names_the_setting() -> None:

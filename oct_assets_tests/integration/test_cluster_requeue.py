@@ -144,3 +144,39 @@ def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
     assert len(resumed_epochs(log)) == restarts and min(resumed_epochs(log)) > 1
     assert model["restarts"]["epochs_redone"] == 0  # each run stopped at a checkpoint
     assert (Path(model["path"]) / "model.pt").read_bytes() == reference_model(training, tmp_path)
+
+
+def test_max_restarts_ends_the_job_and_resubmit_failed_resumes_it(
+    sample_instance: DagsterInstance,  # noqa: F811
+    slurm_cluster: SlurmCluster,
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+    tmp_path: Path,
+) -> None:
+    """Started again more often than `max_restarts` allows, a job is cancelled with an error
+    naming the setting; `resubmit_failed: true` then submits a new job that resumes from the
+    checkpoint the first one left (not from epoch 1), to the same model."""
+    training = {**REQUEUED_TRAIN, "seed": 33}
+    slurm = {**node_python(), **QUICK_JOB, "max_restarts": 0}
+    config = {"mode": "train", "training": training, "slurm": slurm}
+    requeuer = Requeuer(slurm_cluster, sshd_server, 3)
+    requeuer.start()
+    failed = run_cluster(sample_instance, sshd_server, config, raise_on_error=False)
+    requeuer.join(timeout=5)
+    assert requeuer.job_id is not None and requeuer.error is None, requeuer.error
+    error = failed.failure_data_for_node("cluster_model").error.to_string()
+    assert "slurm.max_restarts=0" in error and f"Slurm job {requeuer.job_id}" in error
+    shown = slurm_cluster.command("scontrol", "show", "job", str(requeuer.job_id)).stdout
+    assert "JobState=CANCELLED" in shown  # cancelled, not left pending for a second run
+
+    retried = run_cluster(
+        sample_instance,
+        sshd_server,
+        {**config, "slurm": {**slurm, "max_restarts": 3}, "resubmit_failed": True},
+    )
+    model = meta(retried, "cluster_model")
+    assert model["job_id"] != requeuer.job_id and model["restarts"]["restarts"] == 0
+    [resumed] = resumed_epochs(job_log(sshd_server, model))
+    assert resumed >= 3  # from the first job's checkpoint
+    assert (Path(model["path"]) / "model.pt").read_bytes() == reference_model(training, tmp_path)
