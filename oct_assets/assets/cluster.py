@@ -134,6 +134,8 @@ def _job(trained: "TrainedOnCluster") -> dict[str, Any]:
         "job_log": trained.job.log_path,
         "world_size": trained.world_size,
         "job_followed": trained.followed,
+        # Requeues and preemptions: how often (Slurm's count), epochs redone, time lost.
+        "restarts": trained.restarts.to_dict() if trained.restarts else None,
         # The managed env's hash, python, torch, cuda (None: the user's own `slurm.python`).
         "training_environment": env.metadata() if (env := trained.environment) else None,
     }
@@ -169,4 +171,4 @@ def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
 
 
 _REPORTED = ("content", "job", "job_id", "job_log", "job_followed", "slurm_state", "world_size")
-_REPORTED += ("slurm_usage", "sample_staging", "training_environment")
+_REPORTED += ("slurm_usage", "sample_staging", "training_environment", "restarts")
