@@ -44,8 +44,7 @@ def label_audit(
     context: AssetExecutionContext, config: LabelAuditConfig, ensemble_model: Artifact
 ) -> Output[Artifact]:
     def build(tmp: Path) -> dict[str, Any]:
-        from oct_assets.contracts.files import read_json
-        from oct_assets.contracts.formats import MODEL_JSON
+        from oct_assets.contracts.model_info import ModelInfo
         from oct_assets.ml.audit import (
             AUDIT_COLUMNS,
             NEAR_DUPLICATE_COLUMNS,
@@ -58,9 +57,9 @@ def label_audit(
         from oct_assets.ml.ensemble import member_dirs
         from oct_assets.ml.folds import out_of_fold
 
-        meta = read_json(ensemble_model.path / MODEL_JSON)
-        sample = read_sample(salted_dir(reduced_sample.key.path[-1], meta["sample_salt"]))
-        oof = out_of_fold(member_dirs(ensemble_model.path, meta))
+        info = ModelInfo.read(ensemble_model.path)
+        sample = read_sample(salted_dir(reduced_sample.key.path[-1], info.sample_salt))
+        oof = out_of_fold(member_dirs(ensemble_model.path, info))
         probs = oof.mean_probs()
         found = disagreements(oof.labels, probs, config.min_confidence)
         write_audit_csv(
@@ -108,8 +107,8 @@ def _write_overlay(out: Path, members: list[str], scan: Path, predicted: int) ->
     from oct_assets.ml.predict import class_activation_maps, load_model
 
     loaded = [load_model(Path(d)) for d in members]
-    size, fit = loaded[0][1]["input"]["size"], loaded[0][1]["input"]["fit"]
-    image = decode_gray(scan, size, fit)
+    geometry = loaded[0][1].input
+    image = decode_gray(scan, geometry.size, geometry.fit)
     cams = [class_activation_maps(net, image[None])[0, predicted] for net, _ in loaded]
     overlay(image, np.mean(cams, axis=0)).save(out, format="PNG")
 

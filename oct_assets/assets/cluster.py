@@ -9,7 +9,6 @@ following, fetching), streams the job log into the run log; it is salted like `t
 only maps config to the library and its results to metadata.
 """
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,8 @@ from oct_assets.assets.model import describe_model
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
 from oct_assets.cluster import models
 from oct_assets.cluster.settings import SlurmSettings
-from oct_assets.contracts.formats import CLASSES, MODEL_JSON
+from oct_assets.contracts.formats import CLASSES
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
 from oct_assets.resources.cluster import ClusterResource
 from oct_assets.store.artifact import Artifact
@@ -154,13 +154,13 @@ def _validated_model_json(folder: Path) -> dict[str, Any]:
     """model.json of a fetched model, after checking that its weights load into its network."""
     from oct_assets.ml.predict import load_model
 
-    model_json = json.loads((folder / MODEL_JSON).read_text())
-    if list(model_json.get("classes", [])) != list(CLASSES):
+    info = ModelInfo.read(folder)
+    if info.classes != CLASSES:
         raise ValueError(
-            f"fetched model has classes {model_json.get('classes')}, expected {list(CLASSES)}"
+            f"fetched model has classes {list(info.classes)}, expected {list(CLASSES)}"
         )
     load_model(folder)
-    return model_json
+    return info.to_json()
 
 
 def describe_cluster_model(folder: Path, s: dict[str, Any]) -> dict[str, Any]:

@@ -27,14 +27,14 @@ OOF_CSV = "oof_predictions.csv"  # one row per train scan: fold, label, mean pro
 )
 def cv_report(context: AssetExecutionContext, ensemble_model: Artifact) -> Output[Artifact]:
     def build(tmp: Path) -> dict[str, Any]:
-        from oct_assets.contracts.files import read_json, write_bytes
-        from oct_assets.contracts.formats import MODEL_JSON
+        from oct_assets.contracts.files import write_bytes
+        from oct_assets.contracts.model_info import ModelInfo
         from oct_assets.ml.ensemble import member_dirs
         from oct_assets.ml.folds import out_of_fold, write_oof_csv
         from oct_assets.ml.plots import confusion_matrix_png
 
-        meta = read_json(ensemble_model.path / MODEL_JSON)
-        oof = out_of_fold(member_dirs(ensemble_model.path, meta))
+        info = ModelInfo.read(ensemble_model.path)
+        oof = out_of_fold(member_dirs(ensemble_model.path, info))
         report = oof.report()
         write_oof_csv(tmp / OOF_CSV, oof)
         (tmp / CV_REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")

@@ -6,7 +6,6 @@ The ensemble trains the fold models it lacks itself, through the same salted fol
 so `dagster asset materialize --select '*ensemble_predictions'` needs no partition option.
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.predictions import build_predictions_asset
 from oct_assets.assets.salted import GROUP, salted_output
-from oct_assets.contracts.formats import MODEL_JSON
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
 from oct_assets.store.artifact import Artifact
 
@@ -61,15 +60,14 @@ def ensemble_model(
     salts = [art.salt for _, art, _ in done]
 
     def build(tmp: Path) -> dict[str, Any]:
-        from oct_assets.contracts.files import read_json
-        from oct_assets.ml.ensemble import check_members, ensemble_meta
+        from oct_assets.ml.ensemble import check_members, ensemble_info
 
         dirs = [art.path for _, art, _ in done]
-        metas = [read_json(d / MODEL_JSON) for d in dirs]
-        check_members(tmp, metas, dirs)
-        meta = ensemble_meta([(CV_MODEL, s) for s in salts], metas, reduced_sample.salt)
-        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n")
-        return {"model": meta, "cache_hits": sum(hit for *_, hit in done)}
+        infos = [ModelInfo.read(d) for d in dirs]
+        check_members(tmp, infos, dirs)
+        info = ensemble_info([(CV_MODEL, s) for s in salts], infos, reduced_sample.salt)
+        info.write(tmp)
+        return {"model": info.to_json(), "cache_hits": sum(hit for *_, hit in done)}
 
     def describe(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
         return {

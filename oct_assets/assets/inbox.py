@@ -30,7 +30,8 @@ from oct_assets.assets.metadata import listing, png_markdown
 from oct_assets.assets.salted import code_version, salted_output
 from oct_assets.contracts.errors import DamagedFileError
 from oct_assets.contracts.files import read_json, write_bytes, write_json_atomic
-from oct_assets.contracts.formats import MODEL_JSON, PREDICTIONS_CSV
+from oct_assets.contracts.formats import PREDICTIONS_CSV
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.dataset.inbox import (
     FILE,
     HIDDEN,
@@ -230,7 +231,7 @@ def score_inbox(
     from oct_assets.serving.score import BATCH, Scorer, overlay_png
 
     model_dir = data_dir() / chosen["model_dir"]
-    classes = json.loads((model_dir / MODEL_JSON).read_text())["classes"]
+    classes = list(ModelInfo.read(model_dir).classes)
     columns = inbox_columns(classes)
     index_columns = ["name", "identity", *columns[1:]]
     version = code_version(context)

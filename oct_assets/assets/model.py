@@ -15,7 +15,8 @@ from dagster import (
 
 from oct_assets.assets.config_from import dagster_config_from
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
-from oct_assets.contracts.formats import MODEL_JSON, MODEL_PT, TRAIN_CONFIG_JSON
+from oct_assets.contracts.formats import MODEL_PT, TRAIN_CONFIG_JSON
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
@@ -70,8 +71,7 @@ def trained_model(
                 f"resumed from the checkpoint in {checkpoints}: epoch "
                 f"{reported['resumed_from_epoch']}, step {reported['resumed_from_step']}"
             )
-        model_json = json.loads((tmp / MODEL_JSON).read_text())
-        return {"model": model_json, "reported": reported}
+        return {"model": ModelInfo.read(tmp).to_json(), "reported": reported}
 
     output = salted_output(
         context, config=cfg, upstream=upstream, build=build, describe=describe_model

@@ -2,14 +2,28 @@
 size, and it knows the project's classes. A factory, so any model asset gets them in one line;
 torch loads inside the check that needs it."""
 
-import json
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetsDefinition, asset_check
 
 from oct_assets.checks.result import check_result, summary
-from oct_assets.contracts.formats import CLASSES, MODEL_JSON
+from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.formats import CLASSES
+from oct_assets.contracts.model_info import ModelInfo
+from oct_assets.ml.config import TrainConfig
 from oct_assets.store.artifact import Artifact
+
+
+def configured_input_size(config: Mapping[str, Any], info: ModelInfo) -> int:
+    """The input size a model asset's salted config asks for. `trained_model`'s and
+    `ensemble_model`'s config is a `TrainConfig`'s; `cluster_model` nests it under `training`
+    (mode train); a fetched model was configured where it was trained, so its own `model.json`
+    says (mode fetch)."""
+    training = config.get("training", config)
+    if "image_size" in training:
+        return int(training["image_size"])
+    return TrainConfig.from_saved(info.config).image_size
 
 
 def build_model_checks(model_asset: AssetsDefinition) -> list[AssetChecksDefinition]:
@@ -25,8 +39,8 @@ def build_model_checks(model_asset: AssetsDefinition) -> list[AssetChecksDefinit
         from oct_assets.ml.predict import load_model
 
         try:
-            net, meta = load_model(model.path)
-            size = int(meta["input"]["size"])
+            net, info = load_model(model.path)
+            size = info.input.size
             with torch.inference_mode():
                 x = to_input(torch.zeros(1, size, size, dtype=torch.uint8), net.in_channels)
                 scores = net(x)
@@ -38,7 +52,7 @@ def build_model_checks(model_asset: AssetsDefinition) -> list[AssetChecksDefinit
             )
         except Exception as exc:  # any failure to load is the check's finding, shown in the UI
             return check_result([f"{model.path} does not load: {type(exc).__name__}: {exc}"])
-        expected = (1, len(meta["classes"]))
+        expected = (1, len(info.classes))
         problems = [] if shape == expected else [f"output {shape}, expected {expected}"]
         if not finite:
             problems.append(f"{model.path} has NaN or infinite weights or outputs")
@@ -53,21 +67,28 @@ def build_model_checks(model_asset: AssetsDefinition) -> list[AssetChecksDefinit
 
     @asset_check(asset=model_asset, name="model_classes_and_input_size")
     def model_classes_and_input_size(model: Artifact) -> AssetCheckResult:
-        """`model.json` names the project's classes, in order, and the input size it was
-        configured with."""
-        meta: dict[str, Any] = json.loads((model.path / MODEL_JSON).read_text())
-        configured = summary(model).get("config", {}).get("image_size")
-        size = meta.get("input", {}).get("size")
+        """`model.json` names the project's classes, in order, and the input size the asset
+        was configured with."""
+        try:
+            info = ModelInfo.read(model.path)
+        except OctMLError as exc:
+            return check_result([str(exc)])
+        configured = configured_input_size(summary(model)["config"], info)
+        size = info.input.size
         problems = []
-        if meta.get("classes") != list(CLASSES):
-            problems.append(f"classes {meta.get('classes')}, expected {list(CLASSES)}")
-        if not isinstance(size, int) or size < 1:
+        if info.classes != CLASSES:
+            problems.append(f"classes {list(info.classes)}, expected {list(CLASSES)}")
+        if size < 1:
             problems.append(f"input size {size!r} is not a positive integer")
-        elif configured is not None and size != configured:
+        elif size != configured:
             problems.append(f"input size {size}, but the asset was configured with {configured}")
         return check_result(
             problems,
-            metadata={"classes": ", ".join(meta.get("classes") or []), "input_size": str(size)},
+            metadata={
+                "classes": ", ".join(info.classes),
+                "input_size": str(size),
+                "configured_input_size": configured,
+            },
         )
 
     return [model_loads, model_classes_and_input_size]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from oct_assets.contracts.errors import OctMLError
-from oct_assets.contracts.formats import MODEL_JSON
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.paths import data_dir
 from oct_assets.serving.card import lineage
 from oct_assets.serving.champion import CHAMPION_ASSET as CHAMPION
@@ -80,7 +80,7 @@ def predict(
 
     model = found[1]["model"]
     model_dir = data_dir() / model["model_dir"]
-    classes = json.loads((model_dir / MODEL_JSON).read_text())["classes"]
+    classes = ModelInfo.read(model_dir).classes
     scores = score_files(model_dir, scans, cams=cam is not None)
     cams = _cam_paths(cam, len(scans)) if cam is not None else [None] * len(scans)
     print(f"champion {model['model_asset']} {model['model_salt']}", file=out)

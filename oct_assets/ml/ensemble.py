@@ -1,4 +1,4 @@
-"""The ensemble model folder: a `model.json` of `"kind": "ensemble"` naming member model
+"""The ensemble model folder: a `model.json` of kind ensemble (`ModelInfo`) naming member model
 folders, no weights of its own, and the network that averages the members' probabilities.
 
 Members are named by asset and salt and found beside the ensemble in the salted store
@@ -13,71 +13,72 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.model_info import (
+    ENSEMBLE_KIND,
+    EnsembleMember,
+    InputGeometry,
+    ModelInfo,
+)
+from oct_assets.ml.config import TrainConfig
 
-ENSEMBLE_KIND = "ensemble"
-# What every member must share with the others: the input the ensemble is fed, and its output.
-GEOMETRY = ("size", "fit", "channels")
 TINY = math.ldexp(1.0, -126)  # the smallest normal float32
 
 
-def is_ensemble(meta: dict[str, Any]) -> bool:
-    return meta.get("kind") == ENSEMBLE_KIND
-
-
-def member_dirs(model_dir: Path, meta: dict[str, Any]) -> list[Path]:
+def member_dirs(model_dir: Path, info: ModelInfo) -> list[Path]:
     """The members' folders: `<data>/<asset>/<salt>/` beside `model_dir` (`<data>/<a>/<s>/`)."""
     data = Path(model_dir).resolve().parent.parent
-    return [data / m["asset"] / m["salt"] for m in meta["members"]]
+    return [data / m.asset / m.salt for m in info.members]
 
 
-def check_members(model_dir: Path, metas: Sequence[dict[str, Any]], dirs: Sequence[Path]) -> None:
+def check_members(model_dir: Path, infos: Sequence[ModelInfo], dirs: Sequence[Path]) -> None:
     """Refuse members that are not single models or that disagree with the first on classes or
-    input geometry, naming the member and what differs."""
-    if not metas:
+    input geometry (what every member must share: the input the ensemble is fed, and its
+    output), naming the member and what differs."""
+    if not infos:
         raise OctMLError(f"ensemble {model_dir} has no members")
-    first = metas[0]
-    for meta, d in zip(metas, dirs, strict=True):
-        if is_ensemble(meta):
+    first = infos[0]
+    for info, d in zip(infos, dirs, strict=True):
+        if info.is_ensemble:
             raise OctMLError(f"ensemble {model_dir}: member {d} is itself an ensemble")
-        if meta["classes"] != first["classes"]:
+        if info.classes != first.classes:
             raise OctMLError(
-                f"ensemble {model_dir}: member {d} has classes {meta['classes']}, "
-                f"{dirs[0]} has {first['classes']}"
+                f"ensemble {model_dir}: member {d} has classes {list(info.classes)}, "
+                f"{dirs[0]} has {list(first.classes)}"
             )
-        for key in GEOMETRY:
-            if meta["input"].get(key) != first["input"].get(key):
+        for key in ("size", "fit", "channels"):
+            mine, theirs = getattr(info.input, key), getattr(first.input, key)
+            if mine != theirs:
                 raise OctMLError(
                     f"ensemble {model_dir}: member {d} has input {key} "
-                    f"{meta['input'].get(key)!r}, {dirs[0]} has {first['input'].get(key)!r}"
+                    f"{mine!r}, {dirs[0]} has {theirs!r}"
                 )
 
 
-def ensemble_meta(
-    members: Sequence[tuple[str, str]], member_metas: Sequence[dict[str, Any]], sample_salt: str
-) -> dict[str, Any]:
+def ensemble_info(
+    members: Sequence[tuple[str, str]], member_infos: Sequence[ModelInfo], sample_salt: str
+) -> ModelInfo:
     """The ensemble's `model.json`: its members (asset, salt), and the classes, input and config
     every caller reads from a model folder (the first member's, with flip TTA off: each member
     applies its own inside the ensemble)."""
-    first = member_metas[0]
-    return {
-        "kind": ENSEMBLE_KIND,
-        "members": [{"asset": a, "salt": s} for a, s in members],
-        "classes": list(first["classes"]),
-        "input": dict(first["input"]),
-        "architecture": f"ensemble of {len(members)} {first.get('architecture')}",
-        "config": {**first["config"], "tta_flip": False},
-        "members_tta_flip": [bool(m["config"].get("tta_flip", False)) for m in member_metas],
-        "sample_salt": sample_salt,
-        "min_image_size": first.get("min_image_size"),
-        "torch_version": first.get("torch_version"),
-        "device": first.get("device"),
-    }
+    first = member_infos[0]
+    return ModelInfo(
+        kind=ENSEMBLE_KIND,
+        members=tuple(EnsembleMember(asset=a, salt=s) for a, s in members),
+        classes=first.classes,
+        input=InputGeometry(first.input.size, first.input.channels, first.input.fit),
+        architecture=f"ensemble of {len(members)} {first.architecture}",
+        config={**first.config, "tta_flip": False},
+        members_tta_flip=tuple(TrainConfig.from_saved(m.config).tta_flip for m in member_infos),
+        sample_salt=sample_salt,
+        min_image_size=first.min_image_size,
+        torch_version=first.torch_version,
+        device=first.device,
+    )
 
 
 class EnsembleNet(nn.Module):

@@ -26,11 +26,12 @@ from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.files import read_json, write_bytes
 from oct_assets.contracts.formats import (
     MANIFEST_JSON,
-    MODEL_JSON,
     PREDICTIONS_CSV,
     read_csv_rows,
     write_images_csv,
 )
+from oct_assets.contracts.model_info import ModelInfo
+from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
 
 FOLD_SEED = 123  # the seed of the patients' deal into folds (the recipe log's folds)
@@ -201,7 +202,7 @@ def out_of_fold(member_dirs: Sequence[Path]) -> OutOfFold:
         if sorted(fs.files) != sorted(first.files) or fs.classes != first.classes:
             raise OctMLError(f"fold model {d} was cut from other scans than {member_dirs[0]}")
         spec = read_json(d / FOLD_SAMPLE / MANIFEST_JSON)["fold"]
-        seed = int(read_json(d / MODEL_JSON)["config"]["seed"])
+        seed = TrainConfig.from_saved(ModelInfo.read(d).config).seed
         p, count = probs.setdefault(seed, np.zeros((n, c))), seen.setdefault(seed, np.zeros(n))
         rows = read_csv_rows(d / OOF / PREDICTIONS_CSV)
         for r in rows:

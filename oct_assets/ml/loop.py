@@ -12,6 +12,8 @@ import io
 import json
 import logging
 import math
+import os
+import platform
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,7 +27,8 @@ from torch import Tensor, nn
 
 from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.files import write_bytes
-from oct_assets.contracts.formats import MODEL_JSON, MODEL_PT
+from oct_assets.contracts.formats import MODEL_PT
+from oct_assets.contracts.model_info import TRAINING_ENV_HASH_VAR, InputGeometry, ModelInfo
 from oct_assets.ml import checkpoint
 from oct_assets.ml.augment import training_batch
 from oct_assets.ml.cache import decoded_images, usable_cpus
@@ -139,26 +142,41 @@ def train_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_state_dict(state, out_dir / MODEL_PT)
     gpu = torch.cuda.get_device_name(here.device) if here.device.type == "cuda" else None
-    meta = {
-        "classes": list(sample.classes),
-        "input": {"size": config.image_size, "channels": net.in_channels, "fit": config.fit},
-        "architecture": config.architecture,
-        "config": config.to_dict(),
-        "metrics": metrics,
-        "device": here.device.type,
-        "gpu_name": gpu,
-        "world_size": here.world_size,
-        "amp": metrics["amp"],
-        "epochs_run": metrics["epochs_run"],
-        "best_epoch": metrics["best_epoch"],
-        "train_seconds": metrics["train_seconds"],
-        "images_per_second": metrics["images_per_second"],
-        "torch_version": torch.__version__,
-        "sample_salt": sample.salt,
-        "min_image_size": min_image_size(config),
-    }
-    write_bytes(out_dir / MODEL_JSON, (json.dumps(meta, indent=2) + "\n").encode())
+    ModelInfo(
+        classes=tuple(sample.classes),
+        input=InputGeometry(size=config.image_size, channels=net.in_channels, fit=config.fit),
+        architecture=config.architecture,
+        config=config.to_dict(),
+        metrics=metrics,
+        device=here.device.type,
+        gpu_name=gpu,
+        world_size=here.world_size,
+        amp=metrics["amp"],
+        epochs_run=metrics["epochs_run"],
+        best_epoch=metrics["best_epoch"],
+        train_seconds=metrics["train_seconds"],
+        images_per_second=metrics["images_per_second"],
+        torch_version=torch.__version__,
+        sample_salt=sample.salt,
+        min_image_size=min_image_size(config),
+        environment=training_environment(),
+    ).write(out_dir)
     return metrics
+
+
+def training_environment() -> dict[str, Any] | None:
+    """The environment that trained the network, when its launcher names it by a hash in
+    `OCT_TRAINING_ENV_HASH` (a cluster job does): that hash and the running Python, torch and
+    CUDA versions. None otherwise, and model.json then has no `environment`."""
+    env_hash = os.environ.get(TRAINING_ENV_HASH_VAR)
+    if not env_hash:
+        return None
+    return {
+        "hash": env_hash,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
 
 
 def epoch_batches(

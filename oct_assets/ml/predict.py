@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oct_assets.contracts.errors import DamagedFileError, OctMLError
-from oct_assets.contracts.files import read_json, write_bytes
+from oct_assets.contracts.files import write_bytes
 from oct_assets.contracts.formats import (
     CAM_GRID_PNG,
     CONFUSION_MATRIX_PNG,
@@ -24,11 +24,12 @@ from oct_assets.contracts.formats import (
     MODEL_PT,
     PREDICTIONS_CSV,
 )
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
 from oct_assets.ml.distributed import resolve_device
-from oct_assets.ml.ensemble import EnsembleNet, check_members, is_ensemble, member_dirs
+from oct_assets.ml.ensemble import EnsembleNet, check_members, member_dirs
 from oct_assets.ml.metrics import (
     BOOTSTRAP_DRAWS,
     BOOTSTRAP_SEED,
@@ -45,56 +46,47 @@ log = logging.getLogger(__name__)
 CAM_EXAMPLES = 3  # per class and outcome (correct / wrong) in cam_grid.png
 
 
-def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(model_dir: Path, device: str = "cpu") -> tuple[nn.Module, ModelInfo]:
     """Rebuild the network from model.json and load model.pt (weights only, no pickled code).
 
     An ensemble folder (`ml.ensemble`) loads every member the same way and returns their
     `EnsembleNet`; a member that is missing or of another input geometry is refused, named.
     """
     model_dir = Path(model_dir)
-    meta_path = model_dir / MODEL_JSON
-    if not meta_path.is_file():
-        raise OctMLError(f"model folder {model_dir} has no {meta_path.name}")
-    meta = read_json(meta_path)
-    if isinstance(meta, dict) and is_ensemble(meta):
-        return _load_ensemble(model_dir, meta, device)
+    info = ModelInfo.read(model_dir)
+    if info.is_ensemble:
+        return _load_ensemble(model_dir, info, device)
     weights_path = model_dir / MODEL_PT
     if not weights_path.is_file():
         raise OctMLError(f"model folder {model_dir} has no {weights_path.name}")
     try:
-        config = TrainConfig.from_saved(meta["config"])
-        net = build_net(config, len(meta["classes"]))
+        net = build_net(TrainConfig.from_saved(info.config), len(info.classes))
     except (KeyError, TypeError) as exc:
-        raise DamagedFileError(f"{meta_path} is damaged (no {exc} in it)") from exc
+        raise DamagedFileError(f"{model_dir / MODEL_JSON} is damaged (no {exc} in it)") from exc
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except (RuntimeError, EOFError, ValueError, OSError) as exc:  # torch's stream errors
         raise DamagedFileError(
-            f"{weights_path} is damaged or does not fit {meta_path} ({exc}); "
+            f"{weights_path} is damaged or does not fit {model_dir / MODEL_JSON} ({exc}); "
             f"remove {model_dir} and materialise the model again"
         ) from exc
-    return net.to(resolve_device(device)).eval(), meta
+    return net.to(resolve_device(device)).eval(), info
 
 
-def _load_ensemble(
-    model_dir: Path, meta: dict[str, Any], device: str
-) -> tuple[nn.Module, dict[str, Any]]:
-    try:
-        dirs = member_dirs(model_dir, meta)
-    except (KeyError, TypeError) as exc:
-        raise DamagedFileError(f"{model_dir / MODEL_JSON} is damaged (no {exc} in it)") from exc
+def _load_ensemble(model_dir: Path, info: ModelInfo, device: str) -> tuple[nn.Module, ModelInfo]:
+    dirs = member_dirs(model_dir, info)
     for d in dirs:
         if not (d / MODEL_JSON).is_file():
             raise OctMLError(f"ensemble {model_dir}: member {d} is missing")
     loaded = [load_model(d, device) for d in dirs]
     check_members(model_dir, [m for _, m in loaded], dirs)
     first = loaded[0][1]
-    if first["input"] != meta.get("input") or first["classes"] != meta.get("classes"):
+    if first.input != info.input or first.classes != info.classes:
         raise OctMLError(f"ensemble {model_dir}: its input or classes differ from its members'")
-    flips = [TrainConfig.from_saved(m["config"]).tta_flip for _, m in loaded]
+    flips = [TrainConfig.from_saved(m.config).tta_flip for _, m in loaded]
     net = EnsembleNet([n for n, _ in loaded], flips)
-    return net.eval(), meta
+    return net.eval(), info
 
 
 def class_activation_maps(net: nn.Module, images: np.ndarray) -> np.ndarray:
@@ -150,10 +142,10 @@ def evaluate(
     confusion_matrix with rows = true class, classes, n_images) and `with_uncertainty`'s
     patient-bootstrap intervals, ROC AUC and per-patient accuracy.
     """
-    net, meta = load_model(model_dir)
-    config = TrainConfig.from_saved(meta["config"])
+    net, info = load_model(model_dir)
+    config = TrainConfig.from_saved(info.config)
     sample = read_sample(Path(sample_dir))
-    classes = list(meta["classes"])
+    classes = list(info.classes)
     if list(sample.classes) != classes:
         raise OctMLError(
             f"sample classes {list(sample.classes)} differ from the model's classes {classes}"
@@ -162,7 +154,7 @@ def evaluate(
     if len(rows) == 0:
         raise OctMLError(f"{sample.root / 'images.csv'} has no images in the {split} split")
     device = resolve_device(config.device)
-    size, fit = meta["input"]["size"], meta["input"]["fit"]
+    size, fit = info.input.size, info.input.fit
     with deterministic_torch(config.seed, config.threads, device):
         images = decoded_images(sample, size, fit, cache_dir, config.decode_workers)
         reader = BatchReader(images, net.in_channels)

@@ -14,9 +14,9 @@ from oct_assets.contracts.formats import (
     CAM_GRID_PNG,
     MANIFEST_JSON,
     METRICS_JSON,
-    MODEL_JSON,
     interval_text,
 )
+from oct_assets.contracts.model_info import ModelInfo
 
 
 def per_class_lines(metrics: dict[str, Any]) -> list[str]:
@@ -52,6 +52,13 @@ def _manifest(data: Path, asset: str, salt: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _trained_on(info: ModelInfo | None, model: dict[str, Any]) -> str:
+    """The sample salt the model's trainer recorded, else the one that scored it."""
+    if info is None or info.sample_salt is None:
+        return model["sample_salt"]
+    return info.sample_salt
+
+
 def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
     """The chain model -> sample -> image scan behind a champion (`champion.json`'s `model`),
     plus the evaluation: per step its asset, salt, code version, config and key facts.
@@ -69,11 +76,12 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
         return m
 
     model_dir = data / model["model_dir"]
-    meta = json.loads((model_dir / MODEL_JSON).read_text()) if model_dir.is_dir() else {}
-    step(model["model_asset"], model["model_salt"], architecture=meta.get("architecture"))
+    info = ModelInfo.read(model_dir) if model_dir.is_dir() else None
+    architecture = info.architecture if info is not None else None
+    step(model["model_asset"], model["model_salt"], architecture=architecture)
     # The sample the model was trained on, as its trainer recorded it; a fetched cluster model
     # may have been trained on another sample than the one whose test split scored it.
-    trained_on = meta.get("sample_salt", model["sample_salt"])
+    trained_on = _trained_on(info, model)
     sample = step("reduced_sample", trained_on, role="trained on")
     raw_salt = (sample or {}).get("upstream", {}).get("raw_oct_images")
     raw = step("raw_oct_images", raw_salt)
@@ -100,8 +108,8 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
     matrix, per-class table, CAM grid, lineage salts, intended use and limits."""
     steps = lineage(data, model)
     by_asset = {s["asset"]: s for s in steps}
-    meta = json.loads((data / model["model_dir"] / MODEL_JSON).read_text())
-    sample = _manifest(data, "reduced_sample", meta.get("sample_salt", model["sample_salt"])) or {}
+    info = ModelInfo.read(data / model["model_dir"])
+    sample = _manifest(data, "reduced_sample", _trained_on(info, model)) or {}
     evaluation = data / model["evaluation_asset"] / model["evaluation_salt"]
     metrics = json.loads((evaluation / METRICS_JSON).read_text())
     classes = metrics["classes"]
@@ -133,12 +141,12 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
         "",
         "## Recipe",
         "",
-        f"`{meta.get('architecture')}` network, input {meta['input']['size']} px "
-        f"(`{meta['input']['fit']}`), torch {meta.get('torch_version', '?')}, trained on "
-        f"{meta.get('device', '?')}:",
+        f"`{info.architecture}` network, input {info.input.size} px "
+        f"(`{info.input.fit}`), torch {info.torch_version or '?'}, trained on "
+        f"{info.device or '?'}:",
         "",
         "```json",
-        json.dumps(meta["config"], indent=2, sort_keys=True),
+        json.dumps(info.config, indent=2, sort_keys=True),
         "```",
         "",
         f"## Test metrics ({metrics['n_images']} images)",

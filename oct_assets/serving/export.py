@@ -10,7 +10,6 @@ not part of the export.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from oct_assets.contracts.files import write_bytes
 from oct_assets.contracts.formats import MODEL_JSON
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import read_sample
@@ -46,32 +46,32 @@ class Probabilities(nn.Module):
 
 def export_torchscript(model_dir: Path, out: Path) -> None:
     """Trace the model in `model_dir` at its input size and write it to `out` atomically."""
-    net, meta = load_model(Path(model_dir))
-    config = TrainConfig.from_saved(meta["config"])
-    size = meta["input"]["size"]
+    net, info = load_model(Path(model_dir))
+    config = TrainConfig.from_saved(info.config)
+    size = info.input.size
     wrapper = Probabilities(net, config.tta_flip).eval()
     example = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode(False), torch.no_grad():
         traced = torch.jit.trace(wrapper, example, check_trace=False)
     buf = io.BytesIO()
-    extra = {EXTRA_MODEL_JSON: (Path(model_dir) / MODEL_JSON).read_text()}
+    extra = {EXTRA_MODEL_JSON: (Path(model_dir) / MODEL_JSON).read_text()}  # the file itself
     torch.jit.save(traced, buf, _extra_files=extra)
     write_bytes(Path(out), buf.getvalue())
 
 
-def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, ModelInfo]:
     """What a user does with torch alone: the module and its `model.json`."""
     extra = {EXTRA_MODEL_JSON: ""}
     module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return module.eval(), json.loads(extra[EXTRA_MODEL_JSON])
+    return module.eval(), ModelInfo.from_text(extra[EXTRA_MODEL_JSON], f"{path}:{EXTRA_MODEL_JSON}")
 
 
 def export_difference(model_dir: Path, ts_path: Path, sample_dir: Path) -> dict[str, Any]:
     """Max abs difference between the project's probabilities (the evaluation path: decode
     cache, `predict_logits`, softmax) and `model.ts`'s, on the sample's test split."""
-    net, meta = load_model(Path(model_dir))
-    config = TrainConfig.from_saved(meta["config"])
-    size, fit = meta["input"]["size"], meta["input"]["fit"]
+    net, info = load_model(Path(model_dir))
+    config = TrainConfig.from_saved(info.config)
+    size, fit = info.input.size, info.input.fit
     sample = read_sample(Path(sample_dir))
     rows = sample.indices("test")
     images = decoded_images(sample, size, fit, None, config.decode_workers)

@@ -59,10 +59,10 @@ class Scorer:
     it, so only one batch of input squares is ever held)."""
 
     def __init__(self, model_dir: Path) -> None:
-        self.net, meta = load_model(Path(model_dir))
-        self.tta_flip = TrainConfig.from_saved(meta["config"]).tta_flip
-        self.classes = list(meta["classes"])
-        self.size, self.fit = meta["input"]["size"], meta["input"]["fit"]
+        self.net, info = load_model(Path(model_dir))
+        self.tta_flip = TrainConfig.from_saved(info.config).tta_flip
+        self.classes = list(info.classes)
+        self.size, self.fit = info.input.size, info.input.fit
 
     def decode(self, data: bytes) -> tuple[np.ndarray | None, str | None]:
         """`decode_scan` at this model's input size and fit."""

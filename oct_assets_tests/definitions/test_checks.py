@@ -266,6 +266,72 @@ def test_model_classes_and_input_size_fail_when_they_differ(built: Built) -> Non
     assert "input size 64, but the asset was configured with 32" in evaluation.description
 
 
+@contextlib.contextmanager
+def as_cluster_model(built: Built, config: dict) -> Iterator[Path]:
+    """The latest `trained_model` folder, copied in as the latest `cluster_model` with the
+    manifest `cluster_model` writes for `config` (nothing else of it differs for the check)."""
+    source = (
+        built.data
+        / "trained_model"
+        / json.loads((built.data / "trained_model" / "latest.json").read_text())["salt"]
+    )
+    folder = built.data / "cluster_model" / "0000000000000000"
+    shutil.copytree(source, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(asset="cluster_model", salt=folder.name, config=config)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder.parent / "latest.json").write_text(
+        json.dumps({"asset": "cluster_model", "salt": folder.name})
+    )
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder.parent)
+
+
+def run_cluster_model_check(name: str) -> AssetCheckEvaluation:
+    from oct_assets.assets.cluster import cluster_model
+    from oct_assets.definitions import cluster_checks, defs
+
+    checks = [
+        c for c in cluster_checks if {k.asset_key for k in c.check_keys} == {cluster_model.key}
+    ]
+    result = materialize(
+        [cluster_model, *checks],
+        selection=AssetSelection.checks(check_key(name)),
+        resources={**RESOURCES, "cluster": defs.resources["cluster"]},
+        raise_on_error=False,
+    )
+    assert result.success, result.all_events
+    return evaluations(result)[name]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"mode": "train", "training": {**FAST["trained_model"]["config"], "seed": 0}},
+        {"mode": "fetch", "remote_model_path": "/cluster/models/latest"},
+    ],
+    ids=["train", "fetch"],
+)
+def test_model_classes_and_input_size_checks_the_size_of_cluster_model(
+    built: Built, config: dict
+) -> None:
+    """`cluster_model` nests its training config under `training` (mode train), or has none of
+    its own (mode fetch: the size its model.json was trained at): the input size is compared
+    either way, never skipped."""
+    name = "cluster_model:model_classes_and_input_size"
+    with as_cluster_model(built, config) as folder:
+        sound = run_cluster_model_check(name)
+        meta = json.loads((folder / "model.json").read_text())
+        meta["input"]["size"] = 64  # trained and configured with 32
+        (folder / "model.json").write_text(json.dumps(meta))
+        wrong = run_cluster_model_check(name)
+    assert sound.passed and sound.metadata["configured_input_size"].value == 32
+    assert not wrong.passed
+    assert "input size 64, but the asset was configured with 32" in wrong.description
+
+
 # ---------------------------------------------------------------------------- predictions
 
 

@@ -67,12 +67,12 @@ def test_two_ranks_train_a_model_like_one_process(demo, tmp_path):
         f"{cache_key('ddp-demo', 32, 'resize')}.json",
         f"{cache_key('ddp-demo', 32, 'resize')}.u8",
     ]
-    _, meta = load_model(demo / "ranks2")
-    assert meta["world_size"] == 2 and meta["device"] == "cpu" and meta["gpu_name"] is None
-    assert meta["amp"] is False and meta["images_per_second"] > 0
-    history = meta["metrics"]["history"]
-    assert len(history) == meta["epochs_run"] and meta["metrics"]["val_accuracy"] is not None
-    assert meta["metrics"]["n_fit"] + meta["metrics"]["n_val"] == 128
+    _, info = load_model(demo / "ranks2")
+    assert info.world_size == 2 and info.device == "cpu" and info.gpu_name is None
+    assert info.amp is False and info.images_per_second > 0
+    history = info.metrics["history"]
+    assert len(history) == info.epochs_run and info.metrics["val_accuracy"] is not None
+    assert info.metrics["n_fit"] + info.metrics["n_val"] == 128
     sample, cache = demo / "sample", demo / "cache"
     alone = evaluate(tmp_path / "alone", sample, tmp_path / "eval-alone", cache)["accuracy"]
     ranks2 = evaluate(demo / "ranks2", sample, tmp_path / "eval-ranks2", cache)["accuracy"]

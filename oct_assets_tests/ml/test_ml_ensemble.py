@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from oct_assets.contracts.errors import OctMLError
-from oct_assets.contracts.files import read_json
-from oct_assets.contracts.formats import METRICS_JSON, MODEL_JSON
+from oct_assets.contracts.formats import METRICS_JSON
+from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.cache import decoded_images
+from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import read_sample
-from oct_assets.ml.ensemble import ensemble_meta
+from oct_assets.ml.ensemble import ensemble_info
 from oct_assets.ml.predict import evaluate, load_model
 from oct_assets.ml.runtime import BatchReader, predict_logits
 from oct_assets.ml.train import train
@@ -27,8 +28,6 @@ from oct_assets.serving.score import score_files
 def store(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A salted store with two members (seeds 0 and 1, the second with flip TTA) and one
     member of another input size."""
-    from oct_assets.ml.config import TrainConfig
-
     data = tmp_path_factory.mktemp("store")
     base = TrainConfig(
         epochs=1, image_size=32, batch_size=8, width=8, blocks=3, decode_workers=1, threads=1
@@ -46,18 +45,17 @@ def store(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_ensemble(data: Path, members: list[str], name: str = "e") -> Path:
     folder = data / "ensemble_model" / name
     folder.mkdir(parents=True, exist_ok=True)
-    metas = [read_json(data / "cv_model" / m / MODEL_JSON) for m in members]
-    meta = ensemble_meta([("cv_model", m) for m in members], metas, "tiny")
-    (folder / MODEL_JSON).write_text(json.dumps(meta))
+    infos = [ModelInfo.read(data / "cv_model" / m) for m in members]
+    ensemble_info([("cv_model", m) for m in members], infos, "tiny").write(folder)
     return folder
 
 
 def probabilities(model_dir: Path, sample_dir: Path, cache: Path) -> torch.Tensor:
-    net, meta = load_model(model_dir)
+    net, info = load_model(model_dir)
     sample = read_sample(sample_dir)
-    images = decoded_images(sample, meta["input"]["size"], meta["input"]["fit"], cache, 1)
+    images = decoded_images(sample, info.input.size, info.input.fit, cache, 1)
     rows = np.arange(len(sample))
-    tta = meta["config"]["tta_flip"]
+    tta = TrainConfig.from_saved(info.config).tta_flip
     logits = predict_logits(net, BatchReader(images, 1), rows, torch.device("cpu"), 8, tta)
     return torch.softmax(logits, 1)
 
@@ -105,8 +103,7 @@ def test_a_missing_member_is_refused_naming_it(store: Path, tmp_path: Path) -> N
 def test_a_member_of_another_geometry_is_refused_naming_it(store: Path) -> None:
     folder = store / "ensemble_model" / "mixed"
     folder.mkdir(parents=True)
-    metas = [read_json(store / "cv_model" / m / MODEL_JSON) for m in ("m0", "m0")]
-    meta = ensemble_meta([("cv_model", "m0"), ("cv_model", "wide")], metas, "tiny")
-    (folder / MODEL_JSON).write_text(json.dumps(meta))
+    infos = [ModelInfo.read(store / "cv_model" / m) for m in ("m0", "m0")]
+    ensemble_info([("cv_model", "m0"), ("cv_model", "wide")], infos, "tiny").write(folder)
     with pytest.raises(OctMLError, match=r"member .*cv_model/wide has input size 40"):
         load_model(folder)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from dataclasses import replace
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 from oct_assets.contracts.errors import ImageDecodeError, OctMLError, SampleError
+from oct_assets.contracts.model_info import TRAINING_ENV_HASH_VAR, ModelInfo
+from oct_assets.ml.loop import training_environment
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
 from oct_assets_tests.fixtures_ml import REPO
@@ -68,6 +71,25 @@ def test_model_json_and_epoch_callback(tiny_sample, tiny_config, tmp_path):
     assert meta["epochs_run"] == 2 and 1 <= meta["best_epoch"] <= 2
     assert metrics["images_per_second"] > 0 and metrics["n_val"] > 0
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.pt"]
+
+
+def test_model_json_round_trips_through_model_info(tiny_sample, tiny_config, tmp_path, monkeypatch):
+    """Every key the trainer writes is a `ModelInfo` field, in order; the environment is
+    recorded only when the launcher names it."""
+    monkeypatch.delenv(TRAINING_ENV_HASH_VAR, raising=False)
+    assert training_environment() is None
+    monkeypatch.setenv(TRAINING_ENV_HASH_VAR, "env-abc")
+    train(tiny_sample, tmp_path / "m", tiny_config, tmp_path / "cache")
+    text = (tmp_path / "m" / "model.json").read_text()
+    info = ModelInfo.read(tmp_path / "m")
+    assert info.to_text() == text
+    assert list(json.loads(text))[-1] == "environment"
+    assert info.environment == {
+        "hash": "env-abc",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
 
 
 def test_learns_the_tiny_task(tiny_sample, tiny_config, tmp_path):
