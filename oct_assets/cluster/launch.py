@@ -30,8 +30,9 @@ def launch(python: str, train_args: str, *, nodes: int, per_node: int) -> tuple[
     (`python -m torch.distributed.run`, so the node's `python` setting also picks torchrun),
     which starts `per_node` ranks there and meets the others at the head node's c10d rendezvous
     (`HEAD_ADDRESS`). A single node rendezvous on 127.0.0.1 and needs no network. Across nodes,
-    each node's own hostname must resolve to an address the others reach (torch's c10d and gloo
-    look it up), or `GLOO_SOCKET_IFNAME` (NCCL: `NCCL_SOCKET_IFNAME`) must name the interface.
+    each node's own hostname must resolve (torch's c10d rendezvous looks it up and fails with
+    `socket.gaierror` otherwise), and gloo binds to that address unless `GLOO_SOCKET_IFNAME`
+    (NCCL: `NCCL_SOCKET_IFNAME`, set in `slurm.setup`) names the interface the nodes share.
     """
     py = shlex.quote(python)
     if nodes * per_node == 1:
