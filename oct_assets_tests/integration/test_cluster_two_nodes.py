@@ -27,8 +27,8 @@ def train(instance: DagsterInstance, cluster: TwoNodeCluster, remote: Path, data
     """Materialise the cluster branch into `remote`; return its metadata, model and metrics.
 
     The world size is all the salt knows of the layout, so each layout gets its own remote
-    folder (else the second would fetch the first's model) and the local outputs are moved
-    aside (else the second would be a local cache hit).
+    folder (else the second would fetch the first's model) and the local outputs are removed
+    after reading (else the second would be a local cache hit).
     """
     config = {"mode": "train", "training": TINY_TRAIN, "slurm": {**node_python(), **QUICK_JOB}}
     config["slurm"].update(slurm)
