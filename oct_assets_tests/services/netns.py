@@ -145,6 +145,9 @@ def start_network(
     addresses = {name: str(hosts[10 + i]) for i, name in enumerate(names)}
     lines = ["127.0.0.1 localhost", f"{controller_address} {controller}"]
     lines += [f"{addr} {name}" for name, addr in addresses.items()]
+    # c10d's store sees its peers on a dual-stack socket, as v4-mapped addresses, and warns
+    # unless those resolve back to a name too.
+    lines += [f"::ffff:{addr} {name}" for name, addr in addresses.items()]
     hosts_file.write_text("\n".join(lines) + "\n")
     hosts_file.chmod(0o644)
     host_link = f"o{tag}h"
