@@ -143,7 +143,8 @@ def start_network(
     root.mkdir(parents=True, exist_ok=True)
     hosts_file = root / "hosts"
     addresses = {name: str(hosts[10 + i]) for i, name in enumerate(names)}
-    lines = ["127.0.0.1 localhost", f"{controller_address} {controller}"]
+    lines = ["127.0.0.1 localhost", "::ffff:127.0.0.1 localhost"]
+    lines.append(f"{controller_address} {controller}")
     lines += [f"{addr} {name}" for name, addr in addresses.items()]
     # c10d's store sees its peers on a dual-stack socket, as v4-mapped addresses, and warns
     # unless those resolve back to a name too.
