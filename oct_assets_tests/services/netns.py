@@ -100,7 +100,7 @@ def free_subnet() -> ipaddress.IPv4Network:
 
 @dataclass
 class Node:
-    """One compute node: its name (= hostname, Slurm NodeName), address and namespaces."""
+    """One compute node: its hostname, address and namespaces."""
 
     name: str
     address: str
@@ -114,14 +114,19 @@ class NodeNetwork:
     controller_address: str
     nodes: list[Node]
     fabric: Namespace
-    host_link: str
+    tag: str
     hosts_file: Path
 
     def stop(self) -> None:
         for node in self.nodes:
             node.ns.stop()
         self.fabric.stop()  # takes the bridge and the host's veth end with it
-        subprocess.run(["ip", "link", "del", self.host_link], capture_output=True, check=False)
+        # A set-up that failed half-way may have left a veth end in the host's namespace.
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        for line in links.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name.startswith(f"o{self.tag}"):
+                subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
 
 
 def start_network(
@@ -153,7 +158,7 @@ def start_network(
     hosts_file.chmod(0o644)
     host_link = f"o{tag}h"
     fabric = hold(("net",))
-    network = NodeNetwork(controller_address, [], fabric, host_link, hosts_file)
+    network = NodeNetwork(controller_address, [], fabric, tag, hosts_file)
     try:
         fabric.run("bridge", "ip", "link", "add", "br0", "type", "bridge")
         fabric.run("bridge up", "ip", "link", "set", "br0", "up")
