@@ -4,7 +4,8 @@ A job with `signal_margin_s` survives its time limit and Slurm's requeues. It is
 (`--requeue`) with its log opened for append (a restart adds to it), and Slurm signals its batch
 shell (`--signal=B:USR2@<margin>`; USR2 because NCCL uses USR1) that much before the time
 limit. The shell runs the command in the background so that its traps run at once: on USR2 it
-sends SIGTERM to the command (torchrun and srun pass TERM on to every rank; the trainer
+sends SIGTERM to the command (to an srun step's tasks through `scancel --signal=TERM`: srun
+answers SIGTERM by killing its tasks; torchrun passes TERM on to every rank; the trainer
 checkpoints at the next step and exits), waits for it, and requeues the job unless it was
 started again `max_restarts` times already. On SIGTERM (scancel, Slurm's own requeue or
 preemption, the time limit) it passes TERM on, waits and exits. A restart runs the script again
@@ -38,6 +39,7 @@ class SlurmJobSpec(SbatchOptions):
             itself this many seconds before its time limit (see the module's docstring);
             the command must stop cleanly on SIGTERM and resume when started again.
         max_restarts: starts beyond the first after which the job no longer requeues itself.
+        srun_step: `command` runs as an srun job step (stopped through Slurm, see above).
     """
 
     WHAT = "Slurm job spec"
@@ -50,6 +52,7 @@ class SlurmJobSpec(SbatchOptions):
     finish: Sequence[str] = ()
     signal_margin_s: int | None = None
     max_restarts: int = 0
+    srun_step: bool = False
 
     def problems(self) -> list[str]:
         problems = [
@@ -108,23 +111,25 @@ def render_batch_script(spec: SlurmJobSpec) -> str:
     if spec.signal_margin_s is None:
         lines += [*spec.setup, spec.command, *spec.finish]
         return "\n".join(lines) + "\n"
-    lines += _traps(int(spec.signal_margin_s), int(spec.max_restarts), spec.finish)
+    lines += _traps(int(spec.signal_margin_s), int(spec.max_restarts), spec.finish, spec.srun_step)
     lines += [*spec.setup, f"{spec.command} &", "oct_step=$!", 'wait "$oct_step"', "oct_finish"]
     return "\n".join(lines) + "\n"
 
 
-def _traps(margin: int, max_restarts: int, finish: Sequence[str]) -> list[str]:
+def _traps(margin: int, max_restarts: int, finish: Sequence[str], srun: bool) -> list[str]:
     """The batch shell's handlers: USR2 (time limit near) stops the step and requeues the job,
     TERM (Slurm ends or requeues the job) stops the step; `oct_finish` runs `finish`."""
     restarts = "${SLURM_RESTART_COUNT:-0}"
+    # scancel without --full signals every step but the batch one: srun's tasks, not srun.
+    stop = 'scancel --signal=TERM "$SLURM_JOB_ID"' if srun else 'kill -TERM "$oct_step"'
     return [
         "oct_step=",
         "oct_finish() {",
         *(f"  {line}" for line in finish or [":"]),
         "}",
-        "oct_stop_step() {  # TERM to the step (srun/torchrun pass it on), then wait for it",
+        "oct_stop_step() {  # TERM to the step (torchrun passes it on), then wait for it",
         '  oct_rc=0; [ -n "$oct_step" ] || return 0',
-        '  kill -TERM "$oct_step" 2>/dev/null || true',
+        f"  {stop} 2>/dev/null || true",
         '  wait "$oct_step" || oct_rc=$?',
         "}",
         "oct_on_usr2() {",

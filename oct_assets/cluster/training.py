@@ -174,6 +174,7 @@ def job_spec(
         finish=[f"mv -T {partial} {q(model)}", f"rm -rf -- {q(checkpoints)}"],
         signal_margin_s=slurm.signal_margin_s,
         max_restarts=slurm.max_restarts,
+        srun_step=command.startswith("srun "),
         workdir=layout.job(salt),
         output="slurm-%j.log",
         **slurm.sbatch_options(),

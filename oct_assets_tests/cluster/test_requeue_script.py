@@ -106,3 +106,14 @@ def test_a_step_that_ends_publishes_only_on_success(tmp_path: Path, code: int) -
     assert proc.wait(timeout=20) == code, log_of(tmp_path)
     assert (tmp_path / "published").exists() == (code == 0)
     assert "(restart 0)" in log_of(tmp_path) and calls(tmp_path) == []
+
+
+def test_an_srun_step_is_stopped_through_slurm_never_by_signalling_srun() -> None:
+    """srun answers SIGTERM by killing its tasks ("forcing job termination"): its tasks get
+    the TERM from Slurm instead, which torchrun passes on to the ranks."""
+    spec = SlurmJobSpec(
+        name="t", command="srun x", workdir="/w", signal_margin_s=60, srun_step=True
+    )
+    text = render_batch_script(spec)
+    assert 'scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null || true' in text
+    assert 'kill -TERM "$oct_step"' not in text

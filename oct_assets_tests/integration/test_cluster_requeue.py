@@ -180,3 +180,54 @@ def test_max_restarts_ends_the_job_and_resubmit_failed_resumes_it(
     [resumed] = resumed_epochs(job_log(sshd_server, model))
     assert resumed >= 3  # from the first job's checkpoint
     assert (Path(model["path"]) / "model.pt").read_bytes() == reference_model(training, tmp_path)
+
+
+def test_two_task_job_stops_every_rank_through_srun_and_torchrun(
+    sample_instance: DagsterInstance,  # noqa: F811
+    slurm_cluster: SlurmCluster,
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    data_env: Path,
+    tmp_path: Path,
+) -> None:
+    """The time-limit warning reaches the batch shell alone (`B:USR2`); its TERM must cross
+    srun and torchrun to both ranks, which checkpoint at the same step. The warning is sent
+    here by the job itself once epoch 3 is logged, as Slurm would before the time limit."""
+    training = {**REQUEUED_TRAIN, "seed": 34}
+    warn = (
+        '[ -n "${SLURM_RESTART_COUNT:-}" ] || ( until grep -qs \'"epoch": 3,\''
+        ' "slurm-$SLURM_JOB_ID.log"; do sleep 0.2; done; kill -USR2 $$ ) &'
+    )
+    python = node_python()
+    slurm = {**QUICK_JOB, **python, "ntasks_per_node": 2, "setup": [*python["setup"], warn]}
+    result = run_cluster(
+        sample_instance, sshd_server, {"mode": "train", "training": training, "slurm": slurm}
+    )
+    model = meta(result, "cluster_model")
+    assert model["world_size"] == 2 and model["restarts"]["restarts"] == 1
+    log = job_log(sshd_server, model)
+    assert "SIGUSR2" in log and f"requeueing job {model['job_id']} (restart 1)" in log
+    stops = re.findall(r"rank (\d) WARNING stopped by SIGTERM in epoch (\d+) at step (\d+)", log)
+    told = [line for line in log.splitlines() if '"epoch"' not in line]
+    assert sorted(rank for rank, *_ in stops) == ["0", "1"], "\n".join(told)
+    assert len({tuple(at) for _, *at in stops}) == 1  # both at the same step
+    [resumed] = resumed_epochs(log)
+    assert resumed >= 3
+    # The same training uninterrupted, two tasks again (another salt folder, same weights).
+    from oct_assets.cluster.settings import SlurmSettings
+    from oct_assets.cluster.training import train_for_salt
+
+    with sshd_server.resource() as resource:
+        train_for_salt(
+            resource.session,
+            salt=f"reference-{model['salt']}",
+            sample_dir=salted_dir("reduced_sample", pointer_salt("reduced_sample")),
+            sample_salt=pointer_salt("reduced_sample"),
+            training=TrainConfig.from_dict(training).to_dict(),
+            slurm=SlurmSettings.from_dict({**slurm, "setup": python["setup"]}),
+            dest=tmp_path / "reference",
+            log=lambda line: None,
+            on_log_line=lambda job_id, line: None,
+        )
+    reference = (tmp_path / "reference" / "model.pt").read_bytes()
+    assert (Path(model["path"]) / "model.pt").read_bytes() == reference
