@@ -5,6 +5,10 @@ from the CPU wheel on this machine's disk, about 30 s) and trains two real jobs 
 `train_for_salt`. The reuse, race, lock and failure tests install a small set (pillow alone,
 checked by importing PIL) into a fresh remote folder each: the code path is the same, only the
 pins differ, and it keeps the suite's time reasonable.
+
+The cluster user gets this machine's pip sources (`local_pip_sources`): its find-links folder
+holds torch 2.13.0's CPU wheel, which then wins over PyPI's CUDA build of the same release
+(`2.13.0+cpu` sorts above `2.13.0`), as `torch_index_url` would on a real cluster.
 """
 
 from __future__ import annotations
@@ -48,6 +52,34 @@ pytestmark = pytest.mark.cluster
 SMALL = EnvironmentSpec((Requirement("pillow", "13.0.0"),), imports=("PIL",))
 TINY_TRAIN = {"epochs": 1, "image_size": 32, "batch_size": 16, "threads": 1, "decode_workers": 1}
 QUICK_JOB = {"cpus_per_task": 1, "mem": None, "poll_interval_s": 0.5, "timeout_s": 600}
+
+
+def local_pip_sources() -> str:
+    """This machine's pip `find-links` and `extra-index-url` (root's user and env config), as
+    a pip.conf; empty where none is set (then the cluster user installs from PyPI)."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+    ).stdout
+    values: dict[str, str] = {}
+    for line in listed.splitlines():
+        scope_key, _, value = line.partition("=")
+        key = scope_key.split(".", 1)[-1]
+        if key in ("find-links", "extra-index-url") and value:
+            values[key] = value.strip("'\"")
+    return "[global]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) if values else ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster_user_pip(sshd_server: SshServer) -> Iterator[None]:
+    """The cluster user's ~/.config/pip/pip.conf with this machine's pip sources."""
+    text = local_pip_sources()
+    conf = sshd_server.root / "home" / ".config" / "pip" / "pip.conf"
+    if text:
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(text)
+        give_to_user(sshd_server, conf.parent.parent, conf.parent, conf)
+    yield
+    conf.unlink(missing_ok=True)
 
 
 def fresh_root(server: SshServer) -> Path:
@@ -130,6 +162,8 @@ def test_first_job_builds_the_env_the_second_reuses_it(
     assert builds_logged(env_dir) == 1  # the second job ran no installer
     assert any(line.startswith(f"reusing training environment {env_dir}") for line in logs)
     assert first.facts["torch"].startswith("2.13.0") and first.facts["python"].startswith("3.")
+    if local_pip_sources():  # this machine's CPU wheel, not PyPI's CUDA build
+        assert first.facts["torch"] == "2.13.0+cpu" and first.facts["cuda"] is None
     assert first.metadata()["hash"] == first.hash
     assert not list(root.glob("envs/*.tmp-*"))
     for trained in results:
