@@ -4,7 +4,11 @@ Every one ends (or resumes) with a `model.pt` byte-identical to an uninterrupted
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +17,6 @@ import pytest
 from dagster import DagsterInstance
 
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.train import train
 from oct_assets.resources.io_manager import pointer_salt
 from oct_assets.store.salt import salted_dir
 from oct_assets_tests.integration.test_cluster_assets import (
@@ -33,11 +36,24 @@ pytestmark = pytest.mark.cluster
 REQUEUED_TRAIN = {**TINY_TRAIN, "epochs": 40, "image_size": 64}
 
 
-def reference_model(training: dict, tmp_path: Path) -> bytes:
-    """model.pt of an uninterrupted run of the same training on the same sample."""
-    sample = salted_dir("reduced_sample", pointer_salt("reduced_sample"))
-    train(sample, tmp_path / "reference", TrainConfig.from_dict(training))
-    return (tmp_path / "reference" / "model.pt").read_bytes()
+class Reference:
+    """An uninterrupted run of the same training on the same sample, here, in a process of its
+    own while the cluster job runs (each trains on one thread of the two cores)."""
+
+    def __init__(self, training: dict, tmp_path: Path) -> None:
+        sample = salted_dir("reduced_sample", pointer_salt("reduced_sample"))
+        config = tmp_path / "reference.json"
+        config.write_text(json.dumps(TrainConfig.from_dict(training).to_dict()))
+        self.out = tmp_path / "reference"
+        args = ["--sample", str(sample), "--out", str(self.out), "--config", str(config)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "oct_assets.ml.train", *args],
+            env={**os.environ, "OCT_TRAIN_LOG_LEVEL": "WARNING"},
+        )
+
+    def model_pt(self) -> bytes:
+        assert self.proc.wait(timeout=300) == 0
+        return (self.out / "model.pt").read_bytes()
 
 
 class Requeuer(threading.Thread):
@@ -91,6 +107,7 @@ def test_requeued_job_resumes_under_one_id_to_an_identical_model(
     tmp_path: Path,
 ) -> None:
     training = {**REQUEUED_TRAIN, "seed": 31}
+    reference = Reference(training, tmp_path)
     config = {"mode": "train", "training": training, "slurm": {**node_python(), **QUICK_JOB}}
     k = 3
     requeuer = Requeuer(slurm_cluster, sshd_server, k)
@@ -114,7 +131,7 @@ def test_requeued_job_resumes_under_one_id_to_an_identical_model(
     assert len(list((sshd_server.remote_dir / "jobs" / model["salt"]).glob("slurm-*.log"))) == 1
     assert not (sshd_server.remote_dir / "checkpoints" / model["salt"]).exists()
     cluster_pt = (Path(model["path"]) / "model.pt").read_bytes()
-    assert cluster_pt == reference_model(training, tmp_path)
+    assert cluster_pt == reference.model_pt()
 
 
 def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
@@ -125,11 +142,12 @@ def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
     data_env: Path,
     tmp_path: Path,
 ) -> None:
-    """`time: 1` (a minute, Slurm's finest) and a 40 s warning: Slurm signals the batch shell
-    some 15-20 s in, the trainer checkpoints, the job requeues itself; the training (~25 s on
-    two cores) needs two runs or more. Each restart is a new run of the same job."""
-    training = {**TINY_TRAIN, "epochs": 125, "image_size": 128, "seed": 32}
-    slurm = {**node_python(), **QUICK_JOB, "time": "1", "signal_margin_s": 40, "max_restarts": 6}
+    """`time: 1` (a minute, Slurm's finest) and a 45 s warning: Slurm signals the batch shell
+    some 10-15 s in (up to a few seconds early), the trainer checkpoints, the job requeues
+    itself; the training (~15 s of epochs) needs two runs or more, each a run of the same job."""
+    training = {**TINY_TRAIN, "epochs": 75, "image_size": 128, "seed": 32}
+    reference = Reference(training, tmp_path)
+    slurm = {**node_python(), **QUICK_JOB, "time": "1", "signal_margin_s": 45, "max_restarts": 6}
     result = run_cluster(
         sample_instance, sshd_server, {"mode": "train", "training": training, "slurm": slurm}
     )
@@ -139,11 +157,11 @@ def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
     restarts = model["restarts"]["restarts"]
     assert restarts >= 1 and model["slurm_usage"]["restarts"] == restarts
     log = job_log(sshd_server, model)
-    assert log.count("SIGUSR2: time limit in 40 s or less") == restarts
+    assert log.count("SIGUSR2: time limit in 45 s or less") == restarts
     assert log.count(f"requeueing job {model['job_id']}") == restarts
     assert len(resumed_epochs(log)) == restarts and min(resumed_epochs(log)) > 1
     assert model["restarts"]["epochs_redone"] == 0  # each run stopped at a checkpoint
-    assert (Path(model["path"]) / "model.pt").read_bytes() == reference_model(training, tmp_path)
+    assert (Path(model["path"]) / "model.pt").read_bytes() == reference.model_pt()
 
 
 def test_max_restarts_ends_the_job_and_resubmit_failed_resumes_it(
@@ -158,6 +176,7 @@ def test_max_restarts_ends_the_job_and_resubmit_failed_resumes_it(
     naming the setting; `resubmit_failed: true` then submits a new job that resumes from the
     checkpoint the first one left (not from epoch 1), to the same model."""
     training = {**REQUEUED_TRAIN, "seed": 33}
+    reference = Reference(training, tmp_path)
     slurm = {**node_python(), **QUICK_JOB, "max_restarts": 0}
     config = {"mode": "train", "training": training, "slurm": slurm}
     requeuer = Requeuer(slurm_cluster, sshd_server, 3)
@@ -179,7 +198,7 @@ def test_max_restarts_ends_the_job_and_resubmit_failed_resumes_it(
     assert model["job_id"] != requeuer.job_id and model["restarts"]["restarts"] == 0
     [resumed] = resumed_epochs(job_log(sshd_server, model))
     assert resumed >= 3  # from the first job's checkpoint
-    assert (Path(model["path"]) / "model.pt").read_bytes() == reference_model(training, tmp_path)
+    assert (Path(model["path"]) / "model.pt").read_bytes() == reference.model_pt()
 
 
 def test_two_task_job_stops_every_rank_through_srun_and_torchrun(
