@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
+from oct_assets.cluster import slurm as sl
+from oct_assets.cluster.accounting import job_usage
+from oct_assets.cluster.batch_script import SlurmJobSpec
 from oct_assets.ml.config import TrainConfig
 from oct_assets.resources.io_manager import pointer_salt
 from oct_assets.store.salt import salted_dir
@@ -27,7 +30,7 @@ from oct_assets_tests.integration.test_cluster_assets import (
     run_cluster,
     sample_instance,  # noqa: F401 - a fixture
 )
-from oct_assets_tests.services.slurm import SlurmCluster
+from oct_assets_tests.services.slurm import AccountingCluster, SlurmCluster
 from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
@@ -250,3 +253,33 @@ def test_two_task_job_stops_every_rank_through_srun_and_torchrun(
         )
     reference = (tmp_path / "reference" / "model.pt").read_bytes()
     assert (Path(model["path"]) / "model.pt").read_bytes() == reference
+
+
+def test_usage_of_a_requeued_job_from_real_sacct(
+    accounting_cluster: AccountingCluster, no_cluster_env: pytest.MonkeyPatch
+) -> None:
+    """sacct keeps one record per run (`--duplicates`): the first closed REQUEUED."""
+    with accounting_cluster.sshd.resource() as resource:
+        session = resource.session
+        spec = SlurmJobSpec(
+            name="requeued",
+            command="sleep 3",
+            workdir="jobs/requeued",
+            time="00:05:00",
+            signal_margin_s=60,
+            max_restarts=2,
+        )
+        job = sl.submit(session, spec)
+        cluster = accounting_cluster.slurm
+        deadline = time.monotonic() + 60
+        while sl.job_status(session, job.job_id).state != "RUNNING":
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.2)
+        assert cluster.command("scontrol", "requeue", str(job.job_id)).returncode == 0
+        status = sl.wait(session, job, poll_interval_s=0.3, timeout_s=120, max_restarts=2)
+        assert (status.state, status.restarts) == ("COMPLETED", 1)
+        usage = job_usage(session, job.job_id)
+    assert (usage["source"], usage["state"], usage["exit_code"]) == ("sacct", "COMPLETED", 0)
+    assert usage["restarts"] == 1 and "why" not in usage, usage
+    assert usage["elapsed_s"] >= 3, usage  # both runs' time (the second slept 3 s)
+    assert usage["gpu_util_avg_percent"] is None  # no GPU, nothing gathered
