@@ -36,5 +36,6 @@ class ClusterModelConfig(Config):
     resubmit_failed: bool = Field(
         default=False,
         description="train: submit again when an earlier run's job for this salt failed"
-        " (otherwise its state and log tail are reported)",
+        " (otherwise its state and log tail are reported); the new job resumes from the"
+        " checkpoint the failed one left",
     )
