@@ -19,6 +19,7 @@ from dagster import DagsterInstance
 from oct_assets.cluster import slurm as sl
 from oct_assets.cluster.accounting import job_usage
 from oct_assets.cluster.batch_script import SlurmJobSpec
+from oct_assets.cluster.errors import SlurmRestartLimitError
 from oct_assets.ml.config import TrainConfig
 from oct_assets.resources.io_manager import pointer_salt
 from oct_assets.store.salt import salted_dir
@@ -283,3 +284,26 @@ def test_usage_of_a_requeued_job_from_real_sacct(
     assert usage["restarts"] == 1 and "why" not in usage, usage
     assert usage["elapsed_s"] >= 3, usage  # both runs' time (the second slept 3 s)
     assert usage["gpu_util_avg_percent"] is None  # no GPU, nothing gathered
+
+
+@pytest.mark.usefixtures("slurm_cluster", "no_cluster_env")
+def test_a_job_stopped_on_every_run_fails_naming_max_restarts(sshd_server: SshServer) -> None:
+    """Each run is warned at once (as by a time limit too short to make progress): the job
+    requeues itself `max_restarts` times, then fails instead of looping, naming the setting."""
+    spec = SlurmJobSpec(
+        name="always-warned",
+        command="sleep 60",
+        workdir="jobs/always-warned",
+        time="00:05:00",
+        setup=["kill -USR2 $$"],  # the warning, before the step starts
+        signal_margin_s=60,
+        max_restarts=1,
+    )
+    with sshd_server.resource() as resource:
+        session = resource.session
+        job = sl.submit(session, spec)
+        with pytest.raises(SlurmRestartLimitError, match=r"slurm\.max_restarts=1") as info:
+            sl.wait(session, job, poll_interval_s=0.3, timeout_s=120, max_restarts=1)
+        log = session.read_tail(job.log_path)
+    assert (info.value.status.state, info.value.status.restarts) == ("FAILED", 1)
+    assert "requeueing job" in log and "not requeueing: started again 1 times" in log
