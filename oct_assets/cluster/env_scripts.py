@@ -88,7 +88,7 @@ if ! flock -w "$wait_s" 9; then
 fi
 if [ -f "$marker" ]; then echo {REUSED}; exit 0; fi
 rm -rf -- "$env_dir".tmp-* "$env_dir"
-tmp="$env_dir.tmp-$$"
+tmp="$env_dir.tmp-$$" prompt="oct-env-${{env_dir##*/}}"
 trap 'rm -rf -- "$tmp"' EXIT
 fail() {{ echo "{FAILED} $1 failed; last lines of $log:" >&2; tail -n 25 -- "$log" >&2; exit 1; }}
 opts=()
@@ -97,12 +97,13 @@ opts=()
 echo "== build $$ on $(hostname) $(date -Is)" >>"$log"
 if command -v uv >/dev/null 2>&1; then
     installer=uv
-    uv venv --python "$base" "$tmp" >>"$log" 2>&1 || fail "uv venv"
+    export UV_PYTHON_DOWNLOADS=never  # the base python, never one uv would fetch
+    uv venv --python "$base" --prompt "$prompt" "$tmp" >>"$log" 2>&1 || fail "uv venv"
     uv pip install --python "$tmp/bin/python" ${{opts[@]+"${{opts[@]}}"}} "$@" >>"$log" 2>&1 \\
         || fail "uv pip install"
 else
     installer=pip
-    "$base" -m venv "$tmp" >>"$log" 2>&1 || fail "$base -m venv"
+    "$base" -m venv --prompt "$prompt" "$tmp" >>"$log" 2>&1 || fail "$base -m venv"
     "$tmp/bin/python" -m pip install --no-input --disable-pip-version-check \\
         ${{opts[@]+"${{opts[@]}}"}} "$@" >>"$log" 2>&1 || fail "pip install"
 fi

@@ -1,10 +1,11 @@
 """The managed training environment on the real sshd + Slurm: built once, reused, raced, broken.
 
 One test builds the project's real requirement set (torch, numpy, pillow, dagster-pipes; torch
-from the CPU wheel on this machine's disk, about 30 s) and trains two real jobs in it through
-`train_for_salt`. The reuse, race, lock and failure tests install a small set (pillow alone,
-checked by importing PIL) into a fresh remote folder each: the code path is the same, only the
-pins differ, and it keeps the suite's time reasonable.
+from the CPU wheel on this machine's disk, about 30 s on an idle machine) and trains two real
+jobs in it through `cluster_model` (Dagster, `train_for_salt`, Slurm). The reuse, race, lock,
+failure, offline and uv tests install a small set (pillow alone, checked by importing PIL) into
+a fresh remote folder each: the code path is the same, only the pins differ, and it keeps the
+suite's time reasonable.
 
 The cluster user gets this machine's pip sources (`local_pip_sources`): its find-links folder
 holds torch 2.13.0's CPU wheel, which then wins over PyPI's CUDA build of the same release
@@ -26,7 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance, materialize
 
+from oct_assets.assets.cluster import cluster_model
+from oct_assets.assets.graph import LOCAL_GRAPH
 from oct_assets.cluster import environment as env_mod
 from oct_assets.cluster.environment import (
     MARKER,
@@ -39,17 +43,16 @@ from oct_assets.cluster.environment import (
     probe,
 )
 from oct_assets.cluster.layout import RemoteLayout
-from oct_assets.cluster.settings import SlurmSettings
 from oct_assets.cluster.ssh import SSHSession
-from oct_assets.cluster.training import train_for_salt
-from oct_assets.ml.config import TrainConfig
 from oct_assets.resources.cluster import ClusterResource
+from oct_assets.resources.io_manager import LatestArtifactIOManager
 from oct_assets_tests.services.slurm import SlurmCluster
 from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
 
 SMALL = EnvironmentSpec((Requirement("pillow", "13.0.0"),), imports=("PIL",))
+SAMPLE = {"train_per_class": 6, "test_per_class": 3}
 TINY_TRAIN = {"epochs": 1, "image_size": 32, "batch_size": 16, "threads": 1, "decode_workers": 1}
 QUICK_JOB = {"cpus_per_task": 1, "mem": None, "poll_interval_s": 0.5, "timeout_s": 600}
 
@@ -119,63 +122,82 @@ def env_path(session: SSHSession, root: Path, spec: EnvironmentSpec = SMALL) -> 
     return root / "envs" / env_hash(spec, probe(session, "python3"))
 
 
+def published_in_place(env_dir: Path) -> bool:
+    """The renamed venv names its own folder, not the temporary one it was built in."""
+    activate = (env_dir / "bin" / "activate").read_text()
+    return str(env_dir) in activate and ".tmp-" not in activate
+
+
 def builds_logged(env_dir: Path) -> int:
     """How many builds ran: the build log gets one header line per installer run."""
     log = Path(f"{env_dir}.build.log")
     return log.read_text().count("== build ") if log.exists() else 0
 
 
+@pytest.fixture
+def sample_instance(tiny_tree: Path, data_env: Path) -> Iterator[DagsterInstance]:
+    """An instance in which raw_oct_images and reduced_sample are already materialised."""
+    instance = DagsterInstance.ephemeral()
+    materialize(
+        LOCAL_GRAPH[:2],
+        instance=instance,
+        resources={"io_manager": LatestArtifactIOManager()},
+        run_config={"ops": {"reduced_sample": {"config": SAMPLE}}},
+    )
+    yield instance
+
+
+def train_on_cluster(instance: DagsterInstance, server: SshServer, root: Path, seed: int):
+    """`cluster_model` in train mode with the default Slurm settings: the managed env."""
+    config = {"mode": "train", "training": {**TINY_TRAIN, "seed": seed}, "slurm": QUICK_JOB}
+    result = materialize(
+        [*LOCAL_GRAPH[:2], cluster_model],
+        selection=[cluster_model.key],
+        instance=instance,
+        resources={"io_manager": LatestArtifactIOManager(), "cluster": resource(server, root)},
+        run_config={"ops": {"cluster_model": {"config": config}}},
+    )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    return meta, logs
+
+
 def test_first_job_builds_the_env_the_second_reuses_it(
     slurm_cluster: SlurmCluster,
     sshd_server: SshServer,
     no_cluster_env: pytest.MonkeyPatch,
-    tiny_sample: Path,
-    tmp_path: Path,
+    sample_instance: DagsterInstance,
 ) -> None:
-    """The real requirement set, built by the first training job's `train_for_salt`, trains
-    it; a second job (another salt) reuses the env without running an installer."""
+    """The real requirement set, built before the first `cluster_model` job, trains it; a
+    second job (another salt) reuses the env without running an installer."""
     root = fresh_root(sshd_server)
-    slurm = SlurmSettings(**QUICK_JOB)  # no python: the managed environment
-    results, logs = [], []
-    with resource(sshd_server, root) as res:
-        for seed in (1, 2):
-            training = TrainConfig.from_dict({**TINY_TRAIN, "seed": seed}).to_dict()
-            results.append(
-                train_for_salt(
-                    res.session,
-                    salt=f"envtest-{seed}-{uuid.uuid4().hex[:6]}",
-                    sample_dir=tiny_sample,
-                    sample_salt="tiny",
-                    training=training,
-                    slurm=slurm,
-                    dest=tmp_path / f"model-{seed}",
-                    log=logs.append,
-                    on_log_line=lambda _id, line: logs.append(f"[job] {line}"),
-                )
-            )
-    first, second = (r.environment for r in results)
-    assert first is not None and second is not None
-    assert first.built and not second.built
-    assert first.hash == second.hash and first.path == second.path
-    env_dir = Path(first.path)
+    first, first_logs = train_on_cluster(sample_instance, sshd_server, root, seed=1)
+    second, logs = train_on_cluster(sample_instance, sshd_server, root, seed=2)
+    assert first["salt"] != second["salt"] and first["slurm_state"] == "COMPLETED"
+    built, reused = first["training_environment"], second["training_environment"]
+    assert built["built"] and not reused["built"] and built["managed"]
+    assert built["hash"] == reused["hash"] and built["path"] == reused["path"]
+    env_dir = Path(built["path"])
     assert env_dir.parent == root / "envs" and (env_dir / MARKER).is_file()
     assert builds_logged(env_dir) == 1  # the second job ran no installer
-    assert any(line.startswith(f"reusing training environment {env_dir}") for line in logs)
-    assert first.facts["torch"].startswith("2.13.0") and first.facts["python"].startswith("3.")
+    assert any(m.startswith(f"building training environment {env_dir}") for m in first_logs)
+    assert any(m.startswith(f"reusing training environment {env_dir}") for m in logs)
+    assert built["torch"].startswith("2.13.0") and built["python"].startswith("3.")
+    assert built["installer"] == "pip"  # uv is not on the cluster user's PATH here
     if local_pip_sources():  # this machine's CPU wheel, not PyPI's CUDA build
-        assert first.facts["torch"] == "2.13.0+cpu" and first.facts["cuda"] is None
-    assert first.metadata()["hash"] == first.hash
+        assert built["torch"] == "2.13.0+cpu" and built["cuda"] is None
     assert not list(root.glob("envs/*.tmp-*"))
-    for trained in results:
-        script = next(Path(trained.remote.replace("/models/", "/jobs/")).glob("*.sbatch"))
+    for meta in (first, second):
+        [script] = (root / "jobs" / meta["salt"]).glob("*.sbatch")
         text = script.read_text()
-        assert f"export {env_mod.HASH_VAR}={first.hash}" in text
+        assert f"export {env_mod.HASH_VAR}={built['hash']}" in text
         assert f"{env_dir}/bin/python -m oct_assets.ml.train" in text
-        assert trained.status is not None and trained.status.state == "COMPLETED"
-    model_json = json.loads((tmp_path / "model-2" / "model.json").read_text())
-    assert model_json["torch_version"] == first.facts["torch"]
-    if "environment" in model_json:  # recorded by the trainer where ModelInfo has the field
-        assert model_json["environment"]["hash"] == first.hash
+        model_json = json.loads(Path(meta["path"], "model.json").read_text())
+        assert model_json["torch_version"] == built["torch"]
+        if "environment" in model_json:  # recorded by the trainer where ModelInfo has the field
+            assert model_json["environment"]["hash"] == built["hash"]
 
 
 def test_reuse_runs_no_installer_and_says_so(remote: tuple[SSHSession, Path]) -> None:
@@ -189,6 +211,7 @@ def test_reuse_runs_no_installer_and_says_so(remote: tuple[SSHSession, Path]) ->
     assert builds_logged(Path(built.path)) == 1 and marker.stat().st_mtime_ns == stamp
     assert any("reusing training environment" in line for line in logs)
     assert again.facts["packages"] == {"pillow": "13.0.0"}
+    assert published_in_place(Path(built.path))
 
 
 def lock_waiters(lock: Path) -> int:
@@ -318,3 +341,24 @@ def test_offline_wheels_are_staged_and_installed_without_an_index(
     wheels = Path(f"{env.path}.wheels")
     assert [p.name.split("-")[0] for p in wheels.glob("*.whl")] == ["pillow"]
     assert any("from staged wheels, no index" in line for line in logs)
+
+
+def test_uv_builds_where_it_is_on_path(
+    remote: tuple[SSHSession, Path], sshd_server: SshServer
+) -> None:
+    """With uv on the cluster's PATH the env is made by `uv venv` + `uv pip install`."""
+    session, _root = remote
+    uv = shutil.which("uv") or Path(sys.executable).with_name("uv")
+    assert Path(uv).is_file(), "the test extra installs uv (pyproject.toml)"
+    bin_dir = sshd_server.root / "home" / "uv-bin"
+    bin_dir.mkdir(exist_ok=True)
+    shutil.copy2(uv, bin_dir / "uv")  # the cluster user may not reach this venv's folder
+    give_to_user(sshd_server, bin_dir, bin_dir / "uv")
+    # uv reads its own settings, not pip.conf: this machine's TLS goes by the system CA bundle.
+    setup = (f"export PATH={bin_dir}:$PATH UV_NATIVE_TLS=1",)
+    env, _ = ensure(session, setup=setup)
+    assert env.built and env.facts["installer"] == "uv"
+    assert published_in_place(Path(env.path))
+    assert env.facts["packages"] == {"pillow": "13.0.0"}
+    again, _ = ensure(session, setup=setup)
+    assert not again.built and again.path == env.path
