@@ -74,16 +74,16 @@ class ChampionConfig(Config):
 def candidate_from(evaluation: Path) -> Candidate:
     """A candidate from a complete `predictions` / `cluster_predictions` folder."""
     manifest = read_manifest(evaluation)
-    model_asset = EVALUATED_MODEL[manifest["asset"]]
-    model_salt = manifest["upstream"]["model"]
-    metrics = manifest["metrics"]
+    model_asset = EVALUATED_MODEL[manifest.asset]
+    model_salt = manifest.upstream["model"]
+    metrics = manifest.summary["metrics"]
     return Candidate(
         model_asset=model_asset,
         model_salt=model_salt,
         model_dir=f"{model_asset}/{model_salt}",
-        sample_salt=manifest["upstream"]["reduced_sample"],
-        evaluation_asset=manifest["asset"],
-        evaluation_salt=manifest["salt"],
+        sample_salt=manifest.upstream["reduced_sample"],
+        evaluation_asset=manifest.asset,
+        evaluation_salt=manifest.salt,
         accuracy=float(metrics["accuracy"]),
         macro_f1=float(metrics["macro_f1"]),
     )

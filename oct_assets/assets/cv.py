@@ -32,10 +32,11 @@ from dagster import (
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.salted import GROUP
+from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.folds import FOLD_SAMPLE, FOLD_SEED, OOF, FoldSpec, write_fold_sample
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import atomic_dir, build_lock
+from oct_assets.store.publish import build_lock, publish_salted
 from oct_assets.store.salt import compute_salt, is_complete, read_manifest, salted_dir
 
 CV_MODEL = "cv_model"
@@ -58,9 +59,11 @@ class Member:
         """What the salt hashes besides the sample: the fold's definition and the recipe."""
         return {"fold": self.fold, "k": self.k, "fold_seed": FOLD_SEED, "train": self.train}
 
+    def upstream(self, sample: Artifact) -> dict[str, str]:
+        return {"reduced_sample": sample.salt}
+
     def salt(self, sample: Artifact) -> str:
-        upstream = {"reduced_sample": sample.salt}
-        return compute_salt(CV_MODEL, CV_MODEL_VERSION, self.config(), upstream)
+        return compute_salt(CV_MODEL, CV_MODEL_VERSION, self.config(), self.upstream(sample))
 
 
 def ensure_member(
@@ -78,16 +81,12 @@ def ensure_member(
             hit = is_complete(folder)
             if not hit:
                 context.log.info(f"training {CV_MODEL} fold {member.fold} salt {salt}")
-                manifest: dict[str, Any] = {
-                    "asset": CV_MODEL,
-                    "salt": salt,
-                    "code_version": CV_MODEL_VERSION,
-                    "config": member.config(),
-                    "upstream": {"reduced_sample": sample.salt},
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                }
-                with atomic_dir(folder, manifest) as tmp:
-                    manifest.update(_train_member(context, member, sample, tmp))
+                manifest = SaltedManifest.new(
+                    CV_MODEL, salt, CV_MODEL_VERSION, member.config(), member.upstream(sample)
+                )
+                publish_salted(
+                    folder, manifest, lambda tmp: _train_member(context, member, sample, tmp)
+                )
     if hit:
         context.log.info(f"cache hit: {CV_MODEL} fold {member.fold} salt {salt} at {folder}")
     return Artifact(asset=CV_MODEL, salt=salt, path=folder), hit
@@ -152,7 +151,7 @@ def members_table(members: list[tuple[Member, Artifact, bool]]) -> MetadataValue
         "|---|---|---|---|---|---|",
     ]
     for m, art, hit in members:
-        s = read_manifest(art.path)
+        s = read_manifest(art.path).summary
         lines.append(
             f"| {m.fold} | {m.train['seed']} | `{art.salt}` | {hit} | "
             f"{float(s['oof_accuracy']):.4f} | {s['n_oof']} |"

@@ -147,7 +147,7 @@ def reduced_sample(
     cfg = config.model_dump()
 
     def build(tmp: Path) -> dict[str, Any]:
-        scan_summary = read_manifest(raw_oct_images.path)
+        scan_summary = read_manifest(raw_oct_images.path).summary
         root = images_dir()  # this run's root: the manifest's may be another machine's path
         records = read_manifest_csv(raw_oct_images.path / MANIFEST_CSV)
         sample = draw_sample(records, config.train_per_class, config.test_per_class, config.seed)

@@ -31,6 +31,7 @@ from oct_assets.assets.salted import code_version, salted_output
 from oct_assets.contracts.errors import DamagedFileError
 from oct_assets.contracts.files import read_json, write_bytes, write_json_atomic
 from oct_assets.contracts.formats import PREDICTIONS_CSV
+from oct_assets.contracts.manifest import pointer_salt
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.dataset.inbox import (
     FILE,
@@ -124,15 +125,15 @@ def previous_output(
     if not pointer.exists():
         return None
     try:
-        salt = read_json(pointer)["salt"]
-        if not isinstance(salt, str) or not _SALT_RE.fullmatch(salt):
+        salt = pointer_salt(pointer)
+        if not _SALT_RE.fullmatch(salt):
             raise DamagedFileError(f"{pointer} is damaged (no salt)")
         folder = salted_dir(INBOX_PREDICTIONS, salt)
         manifest = read_manifest(folder)
         same = (
-            manifest.get("code_version") == version
-            and manifest.get("config", {}).get("inbox") == str(root)
-            and manifest.get("upstream", {}).get(CHAMPION) == champion_salt
+            manifest.code_version == version
+            and manifest.config.get("inbox") == str(root)
+            and manifest.upstream.get(CHAMPION) == champion_salt
         )
     except (DamagedFileError, OSError, KeyError, TypeError, AttributeError) as exc:
         warn(f"previous inbox output unusable ({pointer}: {exc}); reading every file again")

@@ -10,15 +10,15 @@ from typing import Any
 
 from dagster import AssetExecutionContext, BetaWarning, DataVersion, MetadataValue, Output
 
+from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.store.artifact import Artifact
-from oct_assets.store.publish import atomic_dir, build_lock
+from oct_assets.store.publish import build_lock, publish_salted
 from oct_assets.store.salt import compute_salt, is_complete, read_manifest, salted_dir
 
 # The asset group of every asset of this project (one graph in the UI).
 GROUP = "oct"
-# Keys every manifest has; the rest is the asset's own summary (e.g. a sample's "classes").
-BASE_KEYS = frozenset({"asset", "salt", "code_version", "config", "upstream", "created"})
-# build(tmp_folder) fills the folder and returns a JSON-able summary kept in the manifest.
+# build(tmp_folder) fills the folder and returns a JSON-able summary kept in the manifest
+# (`SaltedManifest.summary`, e.g. a sample's "classes").
 Build = Callable[[Path], dict[str, Any]]
 # describe(final_folder, summary) turns the summary into Dagster metadata (tables, pictures).
 Describe = Callable[[Path, dict[str, Any]], dict[str, Any]]
@@ -67,7 +67,7 @@ def salted_output(
                 summary = _build(context, asset, salt, folder, config, upstream, build)
     if cache_hit:
         context.log.info(f"cache hit: {asset} salt {salt} is complete at {folder}; skipping work")
-        summary = {k: v for k, v in read_manifest(folder).items() if k not in BASE_KEYS}
+        summary = read_manifest(folder).summary
     metadata: dict[str, Any] = {
         "salt": salt,
         "path": MetadataValue.path(str(folder)),
@@ -99,15 +99,5 @@ def _build(
 ) -> dict[str, Any]:
     """Build the salted folder atomically; return the asset's summary (also in the manifest)."""
     context.log.info(f"building {asset} salt {salt} into {folder}")
-    manifest: dict[str, Any] = {
-        "asset": asset,
-        "salt": salt,
-        "code_version": code_version(context),
-        "config": dict(config),
-        "upstream": dict(upstream),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    with atomic_dir(folder, manifest) as tmp:
-        summary = build(tmp)
-        manifest.update(summary)
-    return summary
+    manifest = SaltedManifest.new(asset, salt, code_version(context), config, upstream)
+    return publish_salted(folder, manifest, build)

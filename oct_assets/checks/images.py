@@ -8,7 +8,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from oct_assets.assets.images import raw_oct_images
-from oct_assets.checks.result import check_result, image_root, summary
+from oct_assets.checks.result import check_result, image_root, manifest_of
 from oct_assets.contracts.formats import CLASSES, SPLITS, read_csv_rows
 from oct_assets.dataset.scan import MANIFEST_CSV
 from oct_assets.dataset.validity import header_problem
@@ -57,7 +57,7 @@ def class_folders_known(raw_oct_images: Artifact) -> AssetCheckResult:
 @asset_check(asset=raw_oct_images, name="file_names_follow_pattern")
 def file_names_follow_pattern(raw_oct_images: Artifact) -> AssetCheckResult:
     """Every file is `<CLASS>-<patient>-<n>.jpeg` in its class folder (others are left out)."""
-    ignored = summary(raw_oct_images).get("ignored", [])
+    ignored = manifest_of(raw_oct_images).summary.get("ignored", [])
     return check_result(
         ignored,
         listed_as="left_out",
@@ -78,7 +78,7 @@ def class_ratios(counts: dict[str, dict[str, int]]) -> dict[str, float]:
 @asset_check(asset=raw_oct_images, name="class_balance")
 def class_balance(raw_oct_images: Artifact) -> AssetCheckResult:
     """Per split, the smallest class has at least `MIN_CLASS_RATIO` of the largest's images."""
-    counts = summary(raw_oct_images)["counts"]
+    counts = manifest_of(raw_oct_images).summary["counts"]
     ratios = class_ratios(counts)
     metadata: dict[str, Any] = {f"ratio_{s}": round(r, 4) for s, r in ratios.items()}
     metadata["min_ratio"] = MIN_CLASS_RATIO

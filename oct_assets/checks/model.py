@@ -7,7 +7,7 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetsDefinition, asset_check
 
-from oct_assets.checks.result import check_result, summary
+from oct_assets.checks.result import check_result, manifest_of
 from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.formats import CLASSES
 from oct_assets.contracts.model_info import ModelInfo
@@ -73,7 +73,7 @@ def build_model_checks(model_asset: AssetsDefinition) -> list[AssetChecksDefinit
             info = ModelInfo.read(model.path)
         except OctMLError as exc:
             return check_result([str(exc)])
-        configured = configured_input_size(summary(model)["config"], info)
+        configured = configured_input_size(manifest_of(model).config, info)
         size = info.input.size
         problems = []
         if info.classes != CLASSES:

@@ -10,6 +10,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity
 
 from oct_assets.assets.metadata import listing
+from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.paths import images_dir
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import read_manifest
@@ -38,7 +39,7 @@ def check_result(
     )
 
 
-def summary(artifact: Artifact) -> dict[str, Any]:
+def manifest_of(artifact: Artifact) -> SaltedManifest:
     """The manifest of the checked asset's salted folder (config, upstream salts, summary)."""
     return read_manifest(artifact.path)
 

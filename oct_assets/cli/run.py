@@ -133,7 +133,7 @@ def open_instance() -> DagsterInstance:
 def print_summary(result, log_file: Path) -> None:
     """The results table; says so loudly when they come from synthetic data."""
     raw = result.output_for_node("raw_oct_images")
-    synthetic = bool(read_manifest(raw.path).get("synthetic"))
+    synthetic = bool(read_manifest(raw.path).summary.get("synthetic"))
     print("\n== oct_assets: results ==")
     if synthetic:
         print(f"!! {SYNTHETIC_WARNING}: the accuracy below says nothing about real scans !!")

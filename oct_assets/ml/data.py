@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from oct_assets.contracts.errors import SampleError
 from oct_assets.contracts.formats import IMAGES_CSV, MANIFEST_JSON, SAMPLE_COLUMNS, SPLITS
+from oct_assets.contracts.manifest import SampleManifest
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,8 @@ def read_sample(sample_dir: Path) -> Sample:
     for p in (manifest_path, csv_path):
         if not p.is_file():
             raise SampleError(f"sample folder {root} has no {p.name}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SampleError(f"{manifest_path} is not valid JSON: {exc}") from exc
-    salt, classes = manifest.get("salt"), manifest.get("classes")
-    if not isinstance(salt, str) or not salt:
-        raise SampleError(f"{manifest_path}: 'salt' must be a non-empty string")
-    if (
-        not isinstance(classes, list)
-        or not classes
-        or not all(isinstance(c, str) and c for c in classes)
-        or len(set(classes)) != len(classes)
-    ):
-        raise SampleError(f"{manifest_path}: 'classes' must be a non-empty list of unique names")
+    manifest = SampleManifest.read(root)
+    salt, classes = manifest.salt, list(manifest.classes)
 
     class_index = {c: i for i, c in enumerate(classes)}
     files, splits, labels, patients = [], [], [], []

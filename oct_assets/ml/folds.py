@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,13 +22,13 @@ import numpy as np
 from PIL import Image
 
 from oct_assets.contracts.errors import OctMLError
-from oct_assets.contracts.files import read_json, write_bytes
+from oct_assets.contracts.files import write_bytes
 from oct_assets.contracts.formats import (
-    MANIFEST_JSON,
     PREDICTIONS_CSV,
     read_csv_rows,
     write_images_csv,
 )
+from oct_assets.contracts.manifest import SampleManifest
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
@@ -108,8 +107,7 @@ def write_fold_sample(sample: Sample, spec: FoldSpec, dest: Path) -> Path:
         lines.append({"file": rel, "split": split, "label": label, "patient": sample.patients[r]})
     write_images_csv(dest, lines)
     salt = hashlib.sha256(repr((sample.salt, spec.as_dict())).encode()).hexdigest()[:16]
-    manifest = {"salt": salt, "classes": list(sample.classes), "fold": spec.as_dict()}
-    write_bytes(dest / MANIFEST_JSON, (json.dumps(manifest, indent=2) + "\n").encode())
+    SampleManifest(salt=salt, classes=tuple(sample.classes), fold=spec.as_dict()).write(dest)
     return dest
 
 
@@ -201,7 +199,10 @@ def out_of_fold(member_dirs: Sequence[Path]) -> OutOfFold:
         fs = read_sample(d / FOLD_SAMPLE)
         if sorted(fs.files) != sorted(first.files) or fs.classes != first.classes:
             raise OctMLError(f"fold model {d} was cut from other scans than {member_dirs[0]}")
-        spec = read_json(d / FOLD_SAMPLE / MANIFEST_JSON)["fold"]
+        held_out = SampleManifest.read(d / FOLD_SAMPLE).fold
+        if held_out is None:
+            raise OctMLError(f"{d / FOLD_SAMPLE} is not a fold sample (its manifest has no fold)")
+        spec = FoldSpec(**held_out)
         seed = TrainConfig.from_saved(ModelInfo.read(d).config).seed
         p, count = probs.setdefault(seed, np.zeros((n, c))), seen.setdefault(seed, np.zeros(n))
         rows = read_csv_rows(d / OOF / PREDICTIONS_CSV)
@@ -209,11 +210,11 @@ def out_of_fold(member_dirs: Sequence[Path]) -> OutOfFold:
             i = index[r["file"]]
             p[i] = [float(r[name]) for name in first.classes]
             count[i] += 1
-            folds[i] = spec["fold"]
+            folds[i] = spec.fold
         right = sum(r["true_class"] == r["predicted_class"] for r in rows)
         members.append(
             {
-                "fold": spec["fold"],
+                "fold": spec.fold,
                 "seed": seed,
                 "accuracy": round(right / max(len(rows), 1), 5),
                 "n": len(rows),

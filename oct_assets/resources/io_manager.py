@@ -21,8 +21,6 @@ the pointer, the fallback for an instance with no history, follows the data fold
 
 from __future__ import annotations
 
-import json
-
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -36,6 +34,7 @@ from dagster import (
 
 from oct_assets.contracts.errors import DamagedFileError
 from oct_assets.contracts.files import write_json_atomic
+from oct_assets.contracts.manifest import pointer_salt as read_pointer_salt
 from oct_assets.paths import data_dir
 from oct_assets.resources.run_liveness import bind_step_to_run
 from oct_assets.store.artifact import Artifact
@@ -116,9 +115,6 @@ def pointer_salt(asset: str) -> str:
             f"`dagster asset materialize -m oct_assets.definitions --select {asset}`"
         )
     try:
-        return str(json.loads(pointer.read_text())["salt"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DamagedFileError(
-            f"{pointer} is damaged ({exc.__class__.__name__}: {exc}); delete it and materialise "
-            f"{asset} again"
-        ) from exc
+        return read_pointer_salt(pointer)
+    except DamagedFileError as exc:
+        raise DamagedFileError(f"{exc}; delete it and materialise {asset} again") from exc

@@ -16,6 +16,7 @@ from oct_assets.contracts.formats import (
     METRICS_JSON,
     interval_text,
 )
+from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.contracts.model_info import ModelInfo
 
 
@@ -47,9 +48,9 @@ INTENDED_USE = """\
   segmentation and can point at artefacts."""
 
 
-def _manifest(data: Path, asset: str, salt: str) -> dict[str, Any] | None:
-    path = data / asset / salt / MANIFEST_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+def _manifest(data: Path, asset: str, salt: str) -> SaltedManifest | None:
+    folder = data / asset / salt
+    return SaltedManifest.read(folder) if (folder / MANIFEST_JSON).is_file() else None
 
 
 def _trained_on(info: ModelInfo | None, model: dict[str, Any]) -> str:
@@ -65,13 +66,13 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
     A step whose folder is gone says so (`missing`)."""
     steps: list[dict[str, Any]] = []
 
-    def step(asset: str, salt: str | None, **facts: Any) -> dict[str, Any] | None:
+    def step(asset: str, salt: str | None, **facts: Any) -> SaltedManifest | None:
         m = _manifest(data, asset, salt) if salt else None
         entry = {"asset": asset, "salt": salt, **facts}
         if m is None:
             entry["missing"] = True
         else:
-            entry.update(code_version=m.get("code_version"), config=m.get("config", {}))
+            entry.update(code_version=m.code_version, config=m.config)
         steps.append(entry)
         return m
 
@@ -83,14 +84,14 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
     # may have been trained on another sample than the one whose test split scored it.
     trained_on = _trained_on(info, model)
     sample = step("reduced_sample", trained_on, role="trained on")
-    raw_salt = (sample or {}).get("upstream", {}).get("raw_oct_images")
+    raw_salt = sample.upstream.get("raw_oct_images") if sample is not None else None
     raw = step("raw_oct_images", raw_salt)
     if raw is not None:
         steps[-1].update(
-            fingerprint=raw.get("fingerprint"),
-            n_images=raw.get("n_images"),
-            synthetic=raw.get("synthetic"),
-            root=raw.get("root"),
+            fingerprint=raw.summary.get("fingerprint"),
+            n_images=raw.summary.get("n_images"),
+            synthetic=raw.summary.get("synthetic"),
+            root=raw.summary.get("root"),
         )
     if trained_on != model["sample_salt"]:
         step("reduced_sample", model["sample_salt"], role="scored on (test split)")
@@ -109,7 +110,8 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
     steps = lineage(data, model)
     by_asset = {s["asset"]: s for s in steps}
     info = ModelInfo.read(data / model["model_dir"])
-    sample = _manifest(data, "reduced_sample", _trained_on(info, model)) or {}
+    found = _manifest(data, "reduced_sample", _trained_on(info, model))
+    sample, sample_config = (found.summary, found.config) if found is not None else ({}, {})
     evaluation = data / model["evaluation_asset"] / model["evaluation_salt"]
     metrics = json.loads((evaluation / METRICS_JSON).read_text())
     classes = metrics["classes"]
@@ -127,7 +129,7 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
         f" from `{raw.get('root', sample.get('source_root', '?'))}`",
         f"- image-tree fingerprint `{raw.get('fingerprint', '?')}` "
         f"({raw.get('n_images', '?')} images scanned)",
-        f"- sample config `{json.dumps(sample.get('config', {}), sort_keys=True)}`; patients: "
+        f"- sample config `{json.dumps(sample_config, sort_keys=True)}`; patients: "
         + ", ".join(f"{k} {v}" for k, v in sample.get("patients", {}).items())
         + " (no patient in both splits)",
         "",

@@ -14,6 +14,7 @@ from typing import Any
 
 from oct_assets.contracts.errors import DamagedFileError
 from oct_assets.contracts.files import read_json, write_bytes
+from oct_assets.contracts.manifest import pointer_salt
 
 # The asset (and folder under the data folder) of the champion; the CLI finds it by this name.
 CHAMPION_ASSET = "champion_model"
@@ -131,14 +132,12 @@ def read_current(champion_root: Path) -> tuple[Path, dict[str, Any]] | None:
     pointer = champion_root / CURRENT_JSON
     if not pointer.is_file():
         return None
-    found = read_json(pointer)
-    if not isinstance(found, dict) or not isinstance(found.get("salt"), str):
-        raise DamagedFileError(f"{pointer} is damaged (no champion salt in it)")
-    folder = champion_root / found["salt"]
+    salt = pointer_salt(pointer)
+    folder = champion_root / salt
     info_path = folder / CHAMPION_JSON
     if not info_path.is_file():
         raise DamagedFileError(
-            f"{pointer} names champion {found['salt']}, but {info_path} is missing: restore "
+            f"{pointer} names champion {salt}, but {info_path} is missing: restore "
             f"that folder, or choose a champion afresh (champion_model config `reset: true`)"
         )
     return folder, read_json(info_path)

@@ -13,12 +13,13 @@ import re
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from oct_assets.contracts.files import exclusive_lock, fsync_path, write_json_atomic
 from oct_assets.contracts.formats import MANIFEST_JSON
+from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.store.salt import is_complete
 
 
@@ -83,6 +84,18 @@ def build_lock(final: Path) -> contextlib.AbstractContextManager[bool]:
     take turns. True when another builder held it first (look again whether `final` is
     complete now)."""
     return exclusive_lock(final.with_name(f".{final.name}.lock"))
+
+
+def publish_salted(
+    final: Path, manifest: SaltedManifest, build: Callable[[Path], Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Build the salted folder `final` atomically with `build(tmp)`, whose returned summary
+    joins `manifest`, written last; return the summary."""
+    written = manifest.to_json()
+    with atomic_dir(final, written) as tmp:
+        summary = dict(build(tmp))
+        written.update(manifest.with_summary(summary).to_json())
+    return summary
 
 
 @contextlib.contextmanager

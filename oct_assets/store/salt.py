@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from oct_assets.contracts.errors import DamagedFileError
-from oct_assets.contracts.files import read_json
 from oct_assets.contracts.formats import MANIFEST_JSON
+from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.paths import data_dir
 
 SALT_LENGTH = 16
@@ -44,9 +43,6 @@ def is_complete(folder: Path) -> bool:
     return (folder / MANIFEST_JSON).is_file()
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of a complete salted folder."""
-    manifest = read_json(folder / MANIFEST_JSON)
-    if not isinstance(manifest, dict):
-        raise DamagedFileError(f"{folder / MANIFEST_JSON} is damaged (not a JSON object)")
-    return manifest
+def read_manifest(folder: Path) -> SaltedManifest:
+    """The manifest of a complete salted folder; a `DamagedFileError` names a damaged one."""
+    return SaltedManifest.read(folder)

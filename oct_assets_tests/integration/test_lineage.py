@@ -68,7 +68,7 @@ def test_a_slowed_run_reads_its_own_model(
     a, b = salts(results["a"]), salts(results["b"])
     assert a["trained_model"] != b["trained_model"]
     predictions = read_manifest(data_env / "predictions" / a["predictions"])
-    assert predictions["upstream"]["model"] == a["trained_model"]
+    assert predictions.upstream["model"] == a["trained_model"]
     # The pointer beside the data names B's model, the last one published: only the event log
     # kept A on its own.
     pointer = json.loads((data_env / "trained_model" / "latest.json").read_text())
@@ -197,6 +197,6 @@ def test_a_partial_selection_reads_its_own_instances_upstream(
         assert pointer["salt"] != my_sample  # the shared pointer names H2's sample now
         model = _materialize(h1, selection=["trained_model"])
         folder = Path(metadata(model, "trained_model")["path"])
-        assert read_manifest(folder)["upstream"]["reduced_sample"] == my_sample
+        assert read_manifest(folder).upstream["reduced_sample"] == my_sample
     finally:
         h1.dispose()

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import signal
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from oct_assets.store.publish import atomic_dir, build_lock, sweep_dead_builds
+from oct_assets.contracts.manifest import SaltedManifest
+from oct_assets.store.publish import atomic_dir, build_lock, publish_salted, sweep_dead_builds
 from oct_assets.store.salt import compute_salt, is_complete, read_manifest
 
 BASE = {"asset": "a", "code_version": "1", "config": {"x": 1}, "upstream": {"up": "abc"}}
@@ -48,13 +50,29 @@ def test_each_input_changes_the_salt(change: dict) -> None:
 
 def test_atomic_dir_publishes_complete_folder(tmp_path: Path) -> None:
     final = tmp_path / "asset" / "salt"
-    with atomic_dir(final, {"salt": "salt"}) as tmp:
+    manifest = SaltedManifest.new("asset", "salt", "1", {}, {}).to_json()
+    with atomic_dir(final, manifest) as tmp:
         (tmp / "out.txt").write_text("result")
         assert not final.exists()
     assert is_complete(final)
     assert (final / "out.txt").read_text() == "result"
-    assert read_manifest(final)["salt"] == "salt"
+    assert read_manifest(final).salt == "salt"
     assert [p.name for p in final.parent.iterdir()] == ["salt"]
+
+
+def test_the_store_writes_it_last_with_the_summary(tmp_path: Path) -> None:
+    final = tmp_path / "a" / "0123456789abcdef"
+    manifest = SaltedManifest.new("a", final.name, "1", {"x": 1}, {"up": "s"})
+
+    def build(tmp: Path) -> dict:
+        assert not (tmp / "manifest.json").exists()
+        (tmp / "out.txt").write_text("done")
+        return {"n": 1}
+
+    assert publish_salted(final, manifest, build) == {"n": 1}
+    on_disk = json.loads((final / "manifest.json").read_text())
+    assert on_disk == {**manifest.to_json(), "n": 1}
+    assert read_manifest(final).summary == {"n": 1}
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
