@@ -5,8 +5,10 @@ Every one ends (or resumes) with a `model.pt` byte-identical to an uninterrupted
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ from oct_assets.cluster.accounting import job_usage
 from oct_assets.cluster.batch_script import SlurmJobSpec
 from oct_assets.cluster.errors import SlurmRestartLimitError
 from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.train import train
 from oct_assets.resources.io_manager import pointer_salt
 from oct_assets.store.salt import salted_dir
 from oct_assets_tests.integration.test_cluster_assets import (
@@ -58,6 +61,16 @@ class Reference:
     def model_pt(self) -> bytes:
         assert self.proc.wait(timeout=300) == 0
         return (self.out / "model.pt").read_bytes()
+
+
+def epochs_lasting(seconds: float, training: dict, tmp_path: Path) -> int:
+    """How many epochs of `training` last about `seconds` on this machine (one thread, like
+    the job): timed on a few epochs, so a faster machine still outlasts the time limit."""
+    sample = salted_dir("reduced_sample", pointer_salt("reduced_sample"))
+    config = TrainConfig.from_dict({**training, "epochs": 6})
+    history = train(sample, tmp_path / "timing", config)["history"]
+    per_epoch = statistics.median(epoch["seconds"] for epoch in history[1:])
+    return max(20, min(1000, math.ceil(seconds / per_epoch)))
 
 
 class Requeuer(threading.Thread):
@@ -148,8 +161,10 @@ def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
 ) -> None:
     """`time: 1` (a minute, Slurm's finest) and a 45 s warning: Slurm signals the batch shell
     some 10-15 s in (up to a few seconds early), the trainer checkpoints, the job requeues
-    itself; the training (~15 s of epochs) needs two runs or more, each a run of the same job."""
-    training = {**TINY_TRAIN, "epochs": 75, "image_size": 128, "seed": 32}
+    itself; the training (16 s of epochs, however fast this machine) needs two runs or more,
+    each a run of the same job."""
+    training = {**TINY_TRAIN, "image_size": 128, "seed": 32}
+    training["epochs"] = epochs_lasting(16.0, training, tmp_path)
     reference = Reference(training, tmp_path)
     slurm = {**node_python(), **QUICK_JOB, "time": "1", "signal_margin_s": 45, "max_restarts": 6}
     result = run_cluster(
