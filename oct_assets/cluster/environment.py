@@ -31,6 +31,7 @@ from oct_assets.cluster.errors import ClusterError
 from oct_assets.cluster.layout import RemoteLayout
 from oct_assets.cluster.settings import SlurmSettings
 from oct_assets.cluster.ssh import SSHSession
+from oct_assets.cluster.types import CommandResult
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def ensure_environment(
     )
     args = [path, base_python, str(int(timeout_s)), spec.index_url or "", wheels]
     args += [",".join(spec.imports), env_scripts.CHECK, *(r.pin for r in spec.requirements)]
-    result = session.run(_script(setup, env_scripts.BUILD, args), timeout=2 * timeout_s + 60)
+    result = session.retrying(f"build of {path}", lambda: _build(session, setup, args, timeout_s))
     if not result.ok:
         raise TrainingEnvironmentError(_failure(path, spec, result.stderr))
     built = env_scripts.BUILT in result.stdout.split()
@@ -210,6 +211,17 @@ def ensure_environment(
     else:
         log(f"reusing training environment {path}, built by another run meanwhile")
     return TrainingEnvironment(digest, path, built, seconds, facts)
+
+
+def _build(
+    session: SSHSession, setup: Sequence[str], args: list[str], timeout_s: float
+) -> CommandResult:
+    """One attempt of the build; a lost connection (no exit status) is retried by the caller:
+    the build goes on on the cluster, so the next attempt waits on its lock and reuses it."""
+    result = session.run(_script(setup, env_scripts.BUILD, args), timeout=2 * timeout_s + 60)
+    if result.exit_code == -1:
+        raise ConnectionError(f"the connection to {session.settings.host} dropped mid-build")
+    return result
 
 
 def _check(session: SSHSession, path: str, spec: EnvironmentSpec, setup: Sequence[str]) -> dict:

@@ -14,6 +14,7 @@ holds torch 2.13.0's CPU wheel, which then wins over PyPI's CUDA build of the sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -120,6 +121,13 @@ def give_to_user(server: SshServer, *paths: Path) -> None:
 
 def env_path(session: SSHSession, root: Path, spec: EnvironmentSpec = SMALL) -> Path:
     return root / "envs" / env_hash(spec, probe(session, "python3"))
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def published_in_place(env_dir: Path) -> bool:
@@ -362,3 +370,39 @@ def test_uv_builds_where_it_is_on_path(
     assert env.facts["packages"] == {"pillow": "13.0.0"}
     again, _ = ensure(session, setup=setup)
     assert not again.built and again.path == env.path
+
+
+def test_a_dropped_connection_mid_build_publishes_one_whole_env(
+    remote: tuple[SSHSession, Path], sshd_server: SshServer
+) -> None:
+    """The build goes on on the cluster when the SSH connection drops; the retried command
+    waits on its lock and takes the env it published: one build, nothing half-built."""
+    session, root = remote
+    env_dir = env_path(session, root)
+    results: list[TrainingEnvironment | BaseException] = []
+
+    def build() -> None:
+        try:
+            results.append(ensure(session)[0])
+        except BaseException as exc:  # reported by the assertion below
+            results.append(exc)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not list(env_dir.parent.glob(f"{env_dir.name}.tmp-*")):
+        assert time.monotonic() < deadline and thread.is_alive(), f"no build started: {results}"
+        time.sleep(0.05)
+    # The connection drops while pip runs: its sshd processes die, the build's do not.
+    sshds = [p for p in sshd_server.session_pids() if comm(p).startswith("sshd")]
+    for pid in sshds:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert sshds
+    thread.join(300)
+    [env] = results
+    assert isinstance(env, TrainingEnvironment), env
+    assert env.path == str(env_dir) and (env_dir / MARKER).is_file()
+    assert not env.built  # the retried command found the env the first one's build published
+    assert builds_logged(env_dir) == 1 and published_in_place(env_dir)
+    assert not list(env_dir.parent.glob(f"{env_dir.name}.tmp-*"))
