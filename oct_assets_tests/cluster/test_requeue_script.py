@@ -20,7 +20,9 @@ STEP = (
 )
 
 
-def script(tmp_path: Path, command: str = STEP, max_restarts: int = 2) -> Path:
+def script(
+    tmp_path: Path, command: str = STEP, max_restarts: int = 2, requeue_exit: int = 0
+) -> Path:
     spec = SlurmJobSpec(
         name="t",
         command=command,
@@ -34,7 +36,7 @@ def script(tmp_path: Path, command: str = STEP, max_restarts: int = 2) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "scontrol"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.calls"}\n')
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.calls"}\nexit {requeue_exit}\n')
     fake.chmod(0o755)
     return path
 
@@ -117,3 +119,12 @@ def test_an_srun_step_is_stopped_through_slurm_never_by_signalling_srun() -> Non
     text = render_batch_script(spec)
     assert 'scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null || true' in text
     assert 'kill -TERM "$oct_step"' not in text
+
+
+def test_a_refused_requeue_fails_the_job_keeping_the_checkpoint(tmp_path: Path) -> None:
+    proc = start(tmp_path, script(tmp_path, requeue_exit=1), restarts=0)
+    wait_started(proc, tmp_path)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=20) == 1, log_of(tmp_path)
+    assert "step-checkpointed" in log_of(tmp_path) and calls(tmp_path) == ["requeue 42"]
+    assert "scontrol requeue failed" in log_of(tmp_path)
