@@ -1,9 +1,24 @@
 """The remote halves of the managed training environment, as text: the probe of the base
-Python, the check of a built environment, and the locked build. No I/O here; `environment.py`
+Python (and `RemotePython`, what it reports), the check of a built environment, and the locked
+build. No I/O here; `environment.py`
 runs them over SSH with every value passed as a quoted argument, never spliced into the text.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RemotePython:
+    """The base interpreter on the cluster, as `env_scripts.PROBE` reports it."""
+
+    executable: str
+    version: str
+    implementation: str
+    machine: str
+    libc: str = ""
+
 
 # Prints the base interpreter's facts that decide which environment it can host.
 PROBE = """\

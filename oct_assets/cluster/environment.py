@@ -7,8 +7,9 @@ environment beside the old one and jobs that still use the old one keep it. It i
 the login node over SSH (`env_scripts.BUILD`: an flock against concurrent builders, a temporary
 sibling published by rename, checked before it is published) and checked again (imports and
 versions) before each job uses it; every later job reuses it without running an installer.
-With `offline_wheels` the wheels are downloaded here (`pip download` for the cluster's Python
-and platform), staged like the sample (`staging.py`) and installed with `--no-index`.
+With `offline_wheels` the wheels are downloaded here (`env_wheels.py`: `pip download` for the
+cluster's Python and platform), staged like the sample (`staging.py`) and installed with
+`--no-index`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import json
 import logging
 import re
 import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -27,11 +26,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oct_assets.cluster import env_scripts, staging
+from oct_assets.cluster.env_scripts import RemotePython
+from oct_assets.cluster.env_wheels import download_wheels
 from oct_assets.cluster.errors import ClusterError
 from oct_assets.cluster.layout import RemoteLayout
 from oct_assets.cluster.settings import SlurmSettings
 from oct_assets.cluster.ssh import SSHSession
 from oct_assets.cluster.types import CommandResult
+from oct_assets.contracts.model_info import TRAINING_ENV_HASH_VAR
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ REQUIREMENTS_FILE = Path(__file__).with_name("node-requirements.txt")
 # Bump when the way an environment is built changes, so every hash moves and envs are rebuilt.
 ENV_FORMAT = 1
 MARKER = ".oct-env.json"
-HASH_VAR = "OCT_TRAINING_ENV_HASH"
+HASH_VAR = TRAINING_ENV_HASH_VAR  # the trainer records it in model.json (ModelInfo.environment)
 DEFAULT_PYTHON = "python3"
 # What the trainer imports, by distribution name; the check imports those that are pinned.
 TRAINER_IMPORTS = {"torch": "torch", "numpy": "numpy", "pillow": "PIL"}
@@ -99,17 +101,6 @@ class EnvironmentSpec:
         pins = parse_requirements(REQUIREMENTS_FILE.read_text(), str(REQUIREMENTS_FILE))
         imports = tuple(TRAINER_IMPORTS[r.name] for r in pins if r.name in TRAINER_IMPORTS)
         return cls(pins, index_url, offline, imports)
-
-
-@dataclass(frozen=True)
-class RemotePython:
-    """The base interpreter on the cluster, as `env_scripts.PROBE` reports it."""
-
-    executable: str
-    version: str
-    implementation: str
-    machine: str
-    libc: str = ""
 
 
 def env_hash(spec: EnvironmentSpec, python: RemotePython) -> str:
@@ -257,40 +248,6 @@ def _summary(facts: dict) -> str:
     return f"python {facts.get('python')}, torch {facts.get('torch', '-')}, cuda {cuda}"
 
 
-def wheel_platforms(python: RemotePython) -> list[str]:
-    """pip's `--platform` tags for the cluster's glibc and machine, newest manylinux first."""
-    if not python.libc:
-        raise TrainingEnvironmentError(
-            f"offline_wheels needs a glibc Linux Python on the cluster; {python.executable}"
-            " reports no glibc. Build the environment yourself and set slurm.python"
-        )
-    major, minor = (int(x) for x in python.libc.split(".")[:2])
-    arch = python.machine
-    tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 16, -1)]
-    return [*tags, f"manylinux2014_{arch}", f"linux_{arch}"]
-
-
-def download_wheels(spec: EnvironmentSpec, python: RemotePython, dest: Path) -> None:
-    """`pip download` of the pins and their dependencies, as wheels for the cluster's Python."""
-    major, minor = python.version.split(".")[:2]
-    impl = {"CPython": "cp", "PyPy": "pp"}.get(python.implementation, "cp")
-    command = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", dest]
-    command += ["--python-version", f"{major}.{minor}", "--implementation", impl]
-    command += ["--abi", f"{impl}{major}{minor}"]
-    for tag in wheel_platforms(python):
-        command += ["--platform", tag]
-    if spec.index_url:
-        command += ["--extra-index-url", spec.index_url]
-    command += ["--disable-pip-version-check", *(r.pin for r in spec.requirements)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise TrainingEnvironmentError(
-            f"pip download of the node requirements for Python {python.version} on"
-            f" {python.machine} failed:\n{tail}"
-        )
-
-
 def _stage_wheels(
     session: SSHSession,
     spec: EnvironmentSpec,
@@ -301,7 +258,7 @@ def _stage_wheels(
     """The wheels downloaded here and staged (verified, published by marker) beside the env."""
     remote = f"{env_path}.wheels"
     with tempfile.TemporaryDirectory(prefix="oct-wheels-") as tmp:
-        download_wheels(spec, python, Path(tmp))
+        download_wheels([r.pin for r in spec.requirements], spec.index_url, python, Path(tmp))
         staged = staging.stage_folder(session, Path(tmp), remote, key=Path(env_path).name)
     log(
         f"wheels for the offline build at {remote}: {staged.files} files,"

@@ -7,15 +7,15 @@ import subprocess
 import pytest
 
 from oct_assets.cluster import env_scripts
+from oct_assets.cluster.env_scripts import RemotePython
+from oct_assets.cluster.env_wheels import WheelDownloadError, wheel_platforms
 from oct_assets.cluster.environment import (
     REQUIREMENTS_FILE,
     EnvironmentSpec,
-    RemotePython,
     Requirement,
     env_hash,
     for_job,
     parse_requirements,
-    wheel_platforms,
 )
 from oct_assets.cluster.layout import RemoteLayout
 from oct_assets.cluster.settings import SlurmSettings
@@ -80,6 +80,8 @@ def test_wheel_platforms_follow_the_clusters_glibc() -> None:
     assert tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_17_x86_64" in tags
     assert tags[-2:] == ["manylinux2014_x86_64", "linux_x86_64"]
     assert "manylinux_2_29_x86_64" not in tags
+    with pytest.raises(WheelDownloadError, match="needs a glibc Linux Python"):
+        wheel_platforms(dataclasses.replace(PY, libc=""))
 
 
 class NoSession:

@@ -204,8 +204,9 @@ def test_first_job_builds_the_env_the_second_reuses_it(
         assert f"{env_dir}/bin/python -m oct_assets.ml.train" in text
         model_json = json.loads(Path(meta["path"], "model.json").read_text())
         assert model_json["torch_version"] == built["torch"]
-        if "environment" in model_json:  # recorded by the trainer where ModelInfo has the field
-            assert model_json["environment"]["hash"] == built["hash"]
+        recorded = model_json["environment"]  # by the trainer, from the job's environment
+        assert recorded["hash"] == built["hash"] and recorded["torch"] == built["torch"]
+        assert recorded["python"] == built["python"] and recorded["cuda"] == built["cuda"]
 
 
 def test_reuse_runs_no_installer_and_says_so(remote: tuple[SSHSession, Path]) -> None:
