@@ -7,7 +7,6 @@ Two Dagster loggers replace the default console logger for that command only; th
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 from dagster import Field, InitLoggerContext, logger
 
 from oct_assets.assets.graph import LOCAL_GRAPH
+from oct_assets.contracts.train_log import parse_epoch_line
 
 # Steps that materialise an asset (the others run checks, whose verdict is their line).
 ASSET_STEPS = frozenset(a.key.to_user_string() for a in LOCAL_GRAPH)
@@ -52,8 +52,8 @@ def step_line(record: logging.LogRecord) -> str | None:
             seconds = event.event_specific_data.duration_ms / 1000
             return f"{step}: done in {seconds:.1f} s"
         return None
-    if text.startswith("epoch {"):
-        return f"{step}: {epoch_line(text)}"
+    if (record := parse_epoch_line(text)) is not None:
+        return f"{step}: {epoch_summary(record)}"
     if record.levelno >= logging.WARNING:
         return f"{step}: {logging.getLevelName(record.levelno)}: {text}"
     if text.startswith(SHOWN_PREFIXES):
@@ -70,12 +70,8 @@ def root_cause(error: Any) -> str:
     return lines[-1] if lines else error.cls_name or "unknown error"
 
 
-def epoch_line(text: str) -> str:
-    """`epoch {json}` from the trainer as `epoch 3: loss 0.91, accuracy 0.62, ...`."""
-    try:
-        r = json.loads(text.removeprefix("epoch "))
-    except ValueError:
-        return text
+def epoch_summary(r: dict[str, Any]) -> str:
+    """The trainer's epoch record as `epoch 3: loss 0.91, accuracy 0.62, ...`."""
     parts = [f"loss {r['train_loss']:.3f}", f"accuracy {r['train_accuracy']:.3f}"]
     if "val_accuracy" in r:
         parts.append(f"val accuracy {r['val_accuracy']:.3f}")

@@ -12,17 +12,20 @@ lost work, the wait in the queue, the start-up).
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
+from oct_assets.contracts.train_log import (
+    AT_EPOCH_STEP,
+    RESUMING_PREFIX,
+    STAMPED,
+    STOPPED_PREFIX,
+    parse_epoch_line,
+)
+
 _START = re.compile(r"^\[oct\] job \d+ on \S+ started (\S+) \(restart (\d+)\)")
-# The trainer's logging prefix: `%(asctime)s [rank N ]LEVEL message` (the node's local time).
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) (?:rank \d+ )?[A-Z]+ (.*)$")
-_EPOCH = re.compile(r"^epoch (\{.*\})$")
-_AT = re.compile(r" in epoch (\d+) at step (\d+)")
 
 
 @dataclass
@@ -62,18 +65,18 @@ def restart_cost(lines: Iterable[str], restarts: int) -> RestartCost:
             started = datetime.fromisoformat(match.group(1))
             runs.append(_Run(started, started.tzinfo))
             continue
-        stamped = _STAMP.match(line)
+        stamped = STAMPED.match(line)
         if not runs or not stamped:
             continue
         run = runs[-1]
         when = datetime.fromisoformat(f"{stamped.group(1)}.{stamped.group(2)}")
         when = when.replace(tzinfo=run.tz) if run.tz else when
         message = stamped.group(3)
-        if epoch := _EPOCH.match(message):
-            run.epochs_done, run.kept = int(json.loads(epoch.group(1))["epoch"]), when
-        elif (at := _AT.search(message)) and message.startswith("stopped by "):
+        if (record := parse_epoch_line(message)) is not None:
+            run.epochs_done, run.kept = int(record["epoch"]), when
+        elif (at := AT_EPOCH_STEP.search(message)) and message.startswith(STOPPED_PREFIX):
             run.epochs_done, run.kept = int(at.group(1)) - 1, when
-        elif at and message.startswith("resuming from "):
+        elif at and message.startswith(RESUMING_PREFIX):
             run.resumed = (int(at.group(1)), when)
             run.epochs_done, run.kept = int(at.group(1)) - 1, when
     redone, lost = 0, timedelta()

@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from oct_assets.contracts.errors import DamagedFileError, OctMLError
 from oct_assets.contracts.files import write_bytes
+from oct_assets.contracts.train_log import stopped_line
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.distributed import Placement
 
@@ -54,7 +55,7 @@ class TrainingStopped(Exception):
         # Under torchrun a rank may stop because another was signalled: then say SIGTERM.
         self.signum, self.path = signals[0] if signals else signal.SIGTERM, path
         why = signal.Signals(self.signum).name if signals else "another rank's signal"
-        super().__init__(f"stopped by {why} in epoch {epoch} at step {step}; resume from {path}")
+        super().__init__(stopped_line(why, epoch, step, path))
 
 
 @dataclass

@@ -9,7 +9,6 @@ and CLI; this module holds the torch-heavy part.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.files import write_bytes
 from oct_assets.contracts.formats import MODEL_PT
 from oct_assets.contracts.model_info import TRAINING_ENV_HASH_VAR, InputGeometry, ModelInfo
+from oct_assets.contracts.train_log import epoch_line, resuming_line
 from oct_assets.ml import checkpoint
 from oct_assets.ml.augment import training_batch
 from oct_assets.ml.cache import decoded_images, usable_cpus
@@ -235,7 +235,7 @@ def _fit(
     if ckpt is not None and ckpt.saved is not None:
         run = checkpoint.restore(ckpt.saved, here, modules, rng, gen)
         ckpt.saved, resumed = None, (run.epoch, run.step)  # free its tensors
-        log.info("resuming from %s in epoch %d at step %d", ckpt.path, run.epoch, run.step)
+        log.info("%s", resuming_line(ckpt.path, run.epoch, run.step))
     model = net
     if here.distributed:  # copies rank 0's weights to all, then averages gradients over ranks
         from torch.nn.parallel import DistributedDataParallel
@@ -300,7 +300,7 @@ def _fit(
                 score = (record["val_accuracy"], -record["val_loss"])
             else:
                 score = (epoch,)  # no validation: the last epoch wins
-            log.info("epoch %s", json.dumps(record))
+            log.info("%s", epoch_line(record))
             if on_epoch is not None:
                 on_epoch(dict(record))
             best = run.best

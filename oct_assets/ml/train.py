@@ -31,6 +31,7 @@ from typing import Any
 
 from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.lifetime import die_with_parent
+from oct_assets.contracts.train_log import LOG_FORMAT, epoch_line
 from oct_assets.ml.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     who = f"rank {rank} " if "RANK" in os.environ else ""
     # `python -m oct_assets` sets WARNING: its progress comes through Pipes, one line an epoch.
     level = os.environ.get("OCT_TRAIN_LOG_LEVEL", "INFO") if rank == "0" else "WARNING"
-    logging.basicConfig(level=level, format=f"%(asctime)s {who}%(levelname)s %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT.format(who=who))
     with _pipes_context() if rank == "0" else nullcontext() as pipes:
         try:
             raw = json.loads(args.config.read_text()) if args.config else {}
             if not isinstance(raw, dict):
                 raise OctMLError(f"{args.config} must hold a JSON object of TrainConfig fields")
             config = TrainConfig.from_dict(raw)
-            on_epoch = (lambda r: pipes.log.info(f"epoch {json.dumps(r)}")) if pipes else None
+            on_epoch = (lambda r: pipes.log.info(epoch_line(r))) if pipes else None
             metrics = train(
                 args.sample, args.out, config, args.cache_dir, on_epoch, args.checkpoint_dir
             )

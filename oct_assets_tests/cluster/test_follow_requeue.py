@@ -153,3 +153,37 @@ def test_restart_cost_of_a_run_killed_without_a_stop_checkpoint() -> None:
     assert cost.epochs_redone == 2  # it started again from epoch 1
     assert cost.time_lost_s == 30.0  # from the epoch-2 checkpoint (10:00:10) to 10:00:40
     assert restart_cost(RUN_1.splitlines(), restarts=0).to_dict()["time_lost_s"] == 0.0
+
+
+def test_restart_cost_reads_the_lines_the_trainer_writes() -> None:
+    """Lines made by the trainer's own log format and messages (`contracts.train_log`), so a
+    rewording on either side fails here rather than zeroing the figures."""
+    import logging
+    from pathlib import Path
+
+    from oct_assets.contracts.train_log import (
+        LOG_FORMAT,
+        epoch_line,
+        resuming_line,
+        stopped_line,
+    )
+
+    def logged(message: str, at: str, who: str = "rank 0 ") -> str:
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, message, None, None)
+        record.asctime = at  # what the formatter would put, fixed here
+        formatter = logging.Formatter(LOG_FORMAT.format(who=who))
+        formatter.formatTime = lambda *_: at  # type: ignore[method-assign]
+        return formatter.format(record)
+
+    ckpt = Path("/r/checkpoints/x/checkpoint.pt")
+    lines = [
+        "[oct] job 7 on n1 started 2026-12-03T10:00:00+00:00 (restart 0)",
+        logged(epoch_line({"epoch": 1, "train_loss": 1.0}), "2026-12-03 10:00:05,000"),
+        logged(epoch_line({"epoch": 2, "train_loss": 0.9}), "2026-12-03 10:00:10,000"),
+        logged(stopped_line("SIGTERM", 3, 4, ckpt), "2026-12-03 10:00:12,000"),
+        "[oct] job 7 on n1 started 2026-12-03T10:00:30+00:00 (restart 1)",
+        logged(resuming_line(ckpt, 3, 4), "2026-12-03 10:00:40,000", who=""),
+        logged(epoch_line({"epoch": 3, "train_loss": 0.8}), "2026-12-03 10:00:44,000", who=""),
+    ]
+    cost = restart_cost(lines, restarts=1)
+    assert (cost.runs_in_log, cost.epochs_redone, cost.time_lost_s) == (2, 0, 28.0)
