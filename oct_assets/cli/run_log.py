@@ -52,8 +52,8 @@ def step_line(record: logging.LogRecord) -> str | None:
             seconds = event.event_specific_data.duration_ms / 1000
             return f"{step}: done in {seconds:.1f} s"
         return None
-    if (record := parse_epoch_line(text)) is not None:
-        return f"{step}: {epoch_summary(record)}"
+    if (epoch := parse_epoch_line(text)) is not None:
+        return f"{step}: {epoch_summary(epoch)}"
     if record.levelno >= logging.WARNING:
         return f"{step}: {logging.getLevelName(record.levelno)}: {text}"
     if text.startswith(SHOWN_PREFIXES):
