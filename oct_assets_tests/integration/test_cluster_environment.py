@@ -155,16 +155,21 @@ def sample_instance(tiny_tree: Path, data_env: Path) -> Iterator[DagsterInstance
     yield instance
 
 
-def train_on_cluster(instance: DagsterInstance, server: SshServer, root: Path, seed: int):
+def materialize_on_cluster(instance: DagsterInstance, server: SshServer, root: Path, seed: int):
     """`cluster_model` in train mode with the default Slurm settings: the managed env."""
     config = {"mode": "train", "training": {**TINY_TRAIN, "seed": seed}, "slurm": QUICK_JOB}
-    result = materialize(
+    return materialize(
         [*LOCAL_GRAPH[:2], cluster_model],
         selection=[cluster_model.key],
         instance=instance,
         resources={"io_manager": LatestArtifactIOManager(), "cluster": resource(server, root)},
         run_config={"ops": {"cluster_model": {"config": config}}},
+        raise_on_error=False,
     )
+
+
+def train_on_cluster(instance: DagsterInstance, server: SshServer, root: Path, seed: int):
+    result = materialize_on_cluster(instance, server, root, seed)
     assert result.success
     [event] = result.get_asset_materialization_events()
     meta = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -207,6 +212,25 @@ def test_first_job_builds_the_env_the_second_reuses_it(
         recorded = model_json["environment"]  # by the trainer, from the job's environment
         assert recorded["hash"] == built["hash"] and recorded["torch"] == built["torch"]
         assert recorded["python"] == built["python"] and recorded["cuda"] == built["cuda"]
+
+
+def test_a_requirement_that_cannot_install_fails_the_run_naming_it(
+    sshd_server: SshServer,
+    no_cluster_env: pytest.MonkeyPatch,
+    sample_instance: DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    """Through `cluster_model`: the step fails before anything is submitted, naming the pin."""
+    reqs = tmp_path / "node-requirements.txt"
+    reqs.write_text("pillow==13.0.0\noct-assets-no-such-package==0.0.1\n")
+    no_cluster_env.setattr(env_mod, "REQUIREMENTS_FILE", reqs)
+    root = fresh_root(sshd_server)
+    result = materialize_on_cluster(sample_instance, sshd_server, root, seed=3)
+    assert not result.success
+    error = result.failure_data_for_node("cluster_model").error.to_string()
+    assert "TrainingEnvironmentError" in error and "oct-assets-no-such-package==0.0.1" in error
+    assert not [p for p in (root / "envs").iterdir() if p.is_dir()]  # no env, no temp folder
+    assert not (root / "jobs").exists()  # nothing was submitted
 
 
 def test_reuse_runs_no_installer_and_says_so(remote: tuple[SSHSession, Path]) -> None:
