@@ -11,6 +11,7 @@ from pydantic import Field
 from oct_assets.assets.ensemble import ensemble_model
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.contracts.assets import ENSEMBLE_MODEL
 from oct_assets.ml.audit import NEAR_BITS
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import salted_dir
@@ -92,7 +93,7 @@ def label_audit(
     return salted_output(
         context,
         config=config.model_dump(),
-        upstream={"ensemble_model": ensemble_model.salt},
+        upstream={ENSEMBLE_MODEL: ensemble_model.salt},
         build=build,
         describe=describe_audit,
     )

@@ -21,11 +21,20 @@ from oct_assets.assets.ensemble import ensemble_predictions
 from oct_assets.assets.metadata import png_markdown
 from oct_assets.assets.predictions import cluster_predictions, predictions
 from oct_assets.assets.salted import salted_output
+from oct_assets.contracts.assets import (
+    CHAMPION_MODEL,
+    CLUSTER_MODEL,
+    CLUSTER_PREDICTIONS,
+    ENSEMBLE_MODEL,
+    ENSEMBLE_PREDICTIONS,
+    PREDICTIONS,
+    REDUCED_SAMPLE,
+    TRAINED_MODEL,
+)
 from oct_assets.contracts.files import exclusive_lock, write_json_atomic
 from oct_assets.contracts.formats import CAM_GRID_PNG, MANIFEST_JSON
 from oct_assets.paths import data_dir
 from oct_assets.serving.champion import (
-    CHAMPION_ASSET,
     CHAMPION_JSON,
     EXPORT_CHECK_JSON,
     MODEL_CARD_MD,
@@ -40,15 +49,14 @@ from oct_assets.serving.champion import (
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import is_complete, read_manifest
 
-CHAMPION = CHAMPION_ASSET
 # The serving assets' own group: the `oct` group stays the training graph, and the UI shows
 # putting the model to work (champion, inbox) as a second graph downstream of it.
 SERVING_GROUP = "serving"
 # Each evaluation asset and the model asset it scores.
 EVALUATED_MODEL = {
-    "predictions": "trained_model",
-    "cluster_predictions": "cluster_model",
-    "ensemble_predictions": "ensemble_model",
+    PREDICTIONS: TRAINED_MODEL,
+    CLUSTER_PREDICTIONS: CLUSTER_MODEL,
+    ENSEMBLE_PREDICTIONS: ENSEMBLE_MODEL,
 }
 # Evaluations that are candidates when this instance has materialised them (not inputs: the
 # champion does not wait for a cluster job or a cross-validation).
@@ -81,7 +89,7 @@ def candidate_from(evaluation: Path) -> Candidate:
         model_asset=model_asset,
         model_salt=model_salt,
         model_dir=f"{model_asset}/{model_salt}",
-        sample_salt=manifest.upstream["reduced_sample"],
+        sample_salt=manifest.upstream[REDUCED_SAMPLE],
         evaluation_asset=manifest.asset,
         evaluation_salt=manifest.salt,
         accuracy=float(metrics["accuracy"]),
@@ -124,7 +132,7 @@ def gather_candidates(
 
 
 @asset(
-    name=CHAMPION,
+    name=CHAMPION_MODEL,
     group_name=SERVING_GROUP,
     code_version="1",
     ins={"predictions": AssetIn(predictions.key)},
@@ -136,7 +144,7 @@ def gather_candidates(
 def champion_model(
     context: AssetExecutionContext, config: ChampionConfig, predictions: Artifact
 ) -> Output[Artifact]:
-    root = data_dir() / CHAMPION
+    root = data_dir() / CHAMPION_MODEL
     # One promotion at a time, from reading the current champion to writing the new pointer:
     # two promotions started together must end on the better model, not the one written last.
     with exclusive_lock(root / PROMOTION_LOCK) as waited:
@@ -190,7 +198,7 @@ def write_card_and_export(chosen: Candidate, rule: dict[str, Any], tmp: Path) ->
         shutil.copy2(grid, tmp / CAM_GRID_PNG)
     export_torchscript(data / chosen.model_dir, tmp / MODEL_TS)
     check = export_difference(
-        data / chosen.model_dir, tmp / MODEL_TS, data / "reduced_sample" / chosen.sample_salt
+        data / chosen.model_dir, tmp / MODEL_TS, data / REDUCED_SAMPLE / chosen.sample_salt
     )
     write_json_atomic(tmp / EXPORT_CHECK_JSON, check)
     return check

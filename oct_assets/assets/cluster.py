@@ -20,6 +20,7 @@ from oct_assets.assets.model import describe_model
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
 from oct_assets.cluster import models
 from oct_assets.cluster.settings import SlurmSettings
+from oct_assets.contracts.assets import REDUCED_SAMPLE
 from oct_assets.contracts.formats import CLASSES
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
@@ -57,7 +58,7 @@ def _latest_sample(context: AssetExecutionContext) -> Artifact:
     path = Path(str(meta["path"].value))
     if not is_complete(path):
         raise FileNotFoundError(f"reduced_sample {path} is missing or incomplete; rebuild it")
-    return Artifact(asset="reduced_sample", salt=str(meta["salt"].value), path=path)
+    return Artifact(asset=REDUCED_SAMPLE, salt=str(meta["salt"].value), path=path)
 
 
 def _fetch(
@@ -91,7 +92,7 @@ def _train(
     salt_config: dict[str, Any] = {"mode": "train", "training": training}
     if slurm.world_size != 1:  # one process keeps the salts it always had
         salt_config["world_size"] = slurm.world_size
-    upstream = {"reduced_sample": sample.salt}
+    upstream = {REDUCED_SAMPLE: sample.salt}
     salt = asset_salt(context, salt_config, upstream)
 
     def build(tmp: Path) -> dict[str, Any]:

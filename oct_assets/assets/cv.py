@@ -32,6 +32,7 @@ from dagster import (
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.salted import GROUP
+from oct_assets.contracts.assets import CV_MODEL, REDUCED_SAMPLE
 from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.folds import FOLD_SAMPLE, FOLD_SEED, OOF, FoldSpec, write_fold_sample
@@ -39,7 +40,6 @@ from oct_assets.store.artifact import Artifact
 from oct_assets.store.publish import build_lock, publish_salted
 from oct_assets.store.salt import compute_salt, is_complete, read_manifest, salted_dir
 
-CV_MODEL = "cv_model"
 CV_MODEL_VERSION = "1"
 FOLDS = 5  # k: the partitions, and the members per seed of `ensemble_model`
 FOLD_KEYS = tuple(f"fold{i}" for i in range(FOLDS))
@@ -60,7 +60,7 @@ class Member:
         return {"fold": self.fold, "k": self.k, "fold_seed": FOLD_SEED, "train": self.train}
 
     def upstream(self, sample: Artifact) -> dict[str, str]:
-        return {"reduced_sample": sample.salt}
+        return {REDUCED_SAMPLE: sample.salt}
 
     def salt(self, sample: Artifact) -> str:
         return compute_salt(CV_MODEL, CV_MODEL_VERSION, self.config(), self.upstream(sample))
@@ -175,7 +175,7 @@ def _cv_model(
         "folds": members_table(done),
         "cache_hits": sum(hit for *_, hit in done),
         "config": MetadataValue.json(cfg),
-        "upstream_salts": MetadataValue.json({"reduced_sample": reduced_sample.salt}),
+        "upstream_salts": MetadataValue.json({REDUCED_SAMPLE: reduced_sample.salt}),
         "seconds": round(time.perf_counter() - started, 3),
     }
     if len(done) == 1:  # one partition: its salt and folder are its own data version and path

@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from oct_assets.assets.ensemble import ensemble_model
 from oct_assets.assets.metadata import listing, per_class_table, png_markdown
 from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.contracts.assets import ENSEMBLE_MODEL
 from oct_assets.contracts.formats import CONFUSION_MATRIX_PNG, interval_text
 from oct_assets.store.artifact import Artifact
 
@@ -49,7 +50,7 @@ def cv_report(context: AssetExecutionContext, ensemble_model: Artifact) -> Outpu
     return salted_output(
         context,
         config={},
-        upstream={"ensemble_model": ensemble_model.salt},
+        upstream={ENSEMBLE_MODEL: ensemble_model.salt},
         build=build,
         describe=describe_cv_report,
     )

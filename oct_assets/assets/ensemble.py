@@ -24,6 +24,7 @@ from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.predictions import build_predictions_asset
 from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.contracts.assets import ENSEMBLE_PREDICTIONS, REDUCED_SAMPLE
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
 from oct_assets.store.artifact import Artifact
@@ -80,10 +81,10 @@ def ensemble_model(
     return salted_output(
         context,
         config={**cfg, "folds": FOLDS, "seeds": seeds},
-        upstream={"reduced_sample": reduced_sample.salt, "members": ",".join(salts)},
+        upstream={REDUCED_SAMPLE: reduced_sample.salt, "members": ",".join(salts)},
         build=build,
         describe=describe,
     )
 
 
-ensemble_predictions = build_predictions_asset("ensemble_predictions", ensemble_model)
+ensemble_predictions = build_predictions_asset(ENSEMBLE_PREDICTIONS, ensemble_model)

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from oct_assets.assets.metadata import SYNTHETIC_WARNING, counts_table, png_markdown
 from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.contracts.assets import RAW_OCT_IMAGES
 from oct_assets.contracts.files import exclusive_lock
 from oct_assets.contracts.formats import CLASSES, SPLITS
 from oct_assets.dataset.scan import (
@@ -173,7 +174,7 @@ def reduced_sample(
     return salted_output(
         context,
         config=cfg,
-        upstream={"raw_oct_images": raw_oct_images.salt},
+        upstream={RAW_OCT_IMAGES: raw_oct_images.salt},
         build=build,
         describe=describe_sample,
     )

@@ -25,9 +25,10 @@ from typing import Any, Self
 
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
-from oct_assets.assets.champion import CHAMPION, SERVING_GROUP, champion_model
+from oct_assets.assets.champion import SERVING_GROUP, champion_model
 from oct_assets.assets.metadata import listing, png_markdown
 from oct_assets.assets.salted import code_version, salted_output
+from oct_assets.contracts.assets import CHAMPION_MODEL, INBOX_PREDICTIONS
 from oct_assets.contracts.errors import DamagedFileError
 from oct_assets.contracts.files import read_json, write_bytes, write_json_atomic
 from oct_assets.contracts.formats import PREDICTIONS_CSV
@@ -50,7 +51,6 @@ from oct_assets.serving.champion import CHAMPION_JSON
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import compute_salt, read_manifest, salted_dir
 
-INBOX_PREDICTIONS = "inbox_predictions"
 CODE_VERSION = "2"  # 2: verdict store, stat-identity index, rows streamed; cams outside folders
 CONTACT_SHEET_PNG = "contact_sheet.png"
 SHEET_TILES = 24
@@ -82,7 +82,9 @@ class VerdictStore:
     @classmethod
     def of(cls, champion_salt: str, version: str) -> Self:
         return cls(
-            compute_salt(f"{INBOX_PREDICTIONS}/scored", version, {}, {CHAMPION: champion_salt})
+            compute_salt(
+                f"{INBOX_PREDICTIONS}/scored", version, {}, {CHAMPION_MODEL: champion_salt}
+            )
         )
 
     def _path(self, sha: str, suffix: str) -> Path:
@@ -133,7 +135,7 @@ def previous_output(
         same = (
             manifest.code_version == version
             and manifest.config.get("inbox") == str(root)
-            and manifest.upstream.get(CHAMPION) == champion_salt
+            and manifest.upstream.get(CHAMPION_MODEL) == champion_salt
         )
     except (DamagedFileError, OSError, KeyError, TypeError, AttributeError) as exc:
         warn(f"previous inbox output unusable ({pointer}: {exc}); reading every file again")
@@ -193,7 +195,10 @@ def inbox_predictions(context: AssetExecutionContext, champion_model: Artifact) 
         output = salted_output(
             context,
             config={"inbox": str(root)},
-            upstream={CHAMPION: champion_model.salt, "inbox_fingerprint": entries.fingerprint},
+            upstream={
+                CHAMPION_MODEL: champion_model.salt,
+                "inbox_fingerprint": entries.fingerprint,
+            },
             build=build,
             describe=describe_inbox,
         )

@@ -15,6 +15,7 @@ from dagster import (
 
 from oct_assets.assets.config_from import dagster_config_from
 from oct_assets.assets.salted import GROUP, asset_salt, salted_output
+from oct_assets.contracts.assets import REDUCED_SAMPLE
 from oct_assets.contracts.formats import MODEL_PT, TRAIN_CONFIG_JSON
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
@@ -42,7 +43,7 @@ def trained_model(
 ) -> Output[Artifact]:
     """A CNN trained on the sample: `model.pt` (a state_dict) and `model.json` in its folder."""
     cfg = TrainConfig.from_dict(config.model_dump()).to_dict()  # fails here, naming the field
-    upstream = {"reduced_sample": reduced_sample.salt}
+    upstream = {REDUCED_SAMPLE: reduced_sample.salt}
     checkpoints = checkpoint_dir(context.asset_key.path[-1], asset_salt(context, cfg, upstream))
 
     def build(tmp: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.metadata import per_class_table, png_markdown
 from oct_assets.assets.model import trained_model
 from oct_assets.assets.salted import GROUP, salted_output
+from oct_assets.contracts.assets import CLUSTER_PREDICTIONS, PREDICTIONS, REDUCED_SAMPLE
 from oct_assets.contracts.formats import (
     CAM_GRID_PNG,
     CONFUSION_MATRIX_PNG,
@@ -69,7 +70,7 @@ def build_predictions_asset(name: str, model: AssetsDefinition) -> AssetsDefinit
         return salted_output(
             context,
             config={},
-            upstream={"model": model.salt, "reduced_sample": reduced_sample.salt},
+            upstream={"model": model.salt, REDUCED_SAMPLE: reduced_sample.salt},
             build=build,
             describe=describe_predictions,
         )
@@ -98,5 +99,5 @@ def describe_predictions(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if v is not None}  # older metrics.json lack some
 
 
-predictions = build_predictions_asset("predictions", trained_model)
-cluster_predictions = build_predictions_asset("cluster_predictions", cluster_model)
+predictions = build_predictions_asset(PREDICTIONS, trained_model)
+cluster_predictions = build_predictions_asset(CLUSTER_PREDICTIONS, cluster_model)

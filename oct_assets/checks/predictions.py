@@ -20,6 +20,7 @@ from pydantic import Field
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.metadata import listing
 from oct_assets.checks.result import check_result, manifest_of
+from oct_assets.contracts.assets import REDUCED_SAMPLE
 from oct_assets.contracts.formats import (
     CLASSES,
     IMAGES_CSV,
@@ -33,7 +34,7 @@ from oct_assets.store.salt import salted_dir
 
 def _predictions_sample(predictions: Artifact) -> Path:
     """The sample folder these predictions were made on, from their manifest's upstream salt."""
-    sample_salt = manifest_of(predictions).upstream["reduced_sample"]
+    sample_salt = manifest_of(predictions).upstream[REDUCED_SAMPLE]
     return salted_dir(reduced_sample.key.to_user_string(), sample_salt)
 
 

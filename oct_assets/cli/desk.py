@@ -13,21 +13,21 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from oct_assets.contracts.assets import CHAMPION_MODEL
 from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.paths import data_dir
 from oct_assets.serving.card import lineage
-from oct_assets.serving.champion import CHAMPION_ASSET as CHAMPION
 from oct_assets.serving.champion import read_current
 
 COMMANDS = ("champion", "predict")
 
 
 def _champion(err: TextIO) -> tuple[Path, dict[str, Any]] | None:
-    found = read_current(data_dir() / CHAMPION)
+    found = read_current(data_dir() / CHAMPION_MODEL)
     if found is None:
         print(
-            f"no champion under {data_dir() / CHAMPION}: materialise it first, e.g. "
+            f"no champion under {data_dir() / CHAMPION_MODEL}: materialise it first, e.g. "
             "`dagster asset materialize -m oct_assets.definitions --select champion_model`",
             file=err,
         )

@@ -26,6 +26,7 @@ from oct_assets.assets.metadata import SYNTHETIC_WARNING
 from oct_assets.assets.model import TrainedModelConfig
 from oct_assets.assets.predictions import predictions
 from oct_assets.cli.run_log import LOGGERS
+from oct_assets.contracts.assets import RAW_OCT_IMAGES, REDUCED_SAMPLE, TRAINED_MODEL
 from oct_assets.contracts.files import exclusive_lock
 from oct_assets.contracts.formats import METRICS_JSON
 from oct_assets.definitions import LOCAL_GRAPH_JOB, defs
@@ -66,8 +67,8 @@ def check_settings(run_config: dict | None, source: str = "run config") -> None:
         problems = "; ".join(e.message.split(" Expected: ")[0] for e in exc.errors)
         raise SettingsError(f"{source}: {problems}") from None
     ops = (run_config or {}).get("ops") or {}
-    sample = (ops.get("reduced_sample") or {}).get("config") or {}
-    train = (ops.get("trained_model") or {}).get("config") or {}
+    sample = (ops.get(REDUCED_SAMPLE) or {}).get("config") or {}
+    train = (ops.get(TRAINED_MODEL) or {}).get("config") or {}
     ReducedSampleConfig(**sample)
     TrainConfig.from_dict(TrainedModelConfig(**train).model_dump())
 
@@ -132,7 +133,7 @@ def open_instance() -> DagsterInstance:
 
 def print_summary(result, log_file: Path) -> None:
     """The results table; says so loudly when they come from synthetic data."""
-    raw = result.output_for_node("raw_oct_images")
+    raw = result.output_for_node(RAW_OCT_IMAGES)
     synthetic = bool(read_manifest(raw.path).summary.get("synthetic"))
     print("\n== oct_assets: results ==")
     if synthetic:

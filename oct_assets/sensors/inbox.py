@@ -16,8 +16,8 @@ from dagster import (
     sensor,
 )
 
-from oct_assets.assets.champion import CHAMPION
 from oct_assets.assets.inbox import inbox_predictions
+from oct_assets.contracts.assets import CHAMPION_MODEL
 from oct_assets.dataset.inbox import inbox_fingerprint, walk_inbox
 from oct_assets.paths import data_dir, inbox_dir
 from oct_assets.serving.champion import read_current
@@ -36,7 +36,7 @@ def inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     root = inbox_dir()
     if not root.is_dir():
         return SkipReason(f"inbox {root} does not exist (set OCT_INBOX_DIR)")
-    current = read_current(data_dir() / CHAMPION)
+    current = read_current(data_dir() / CHAMPION_MODEL)
     if current is None:
         return SkipReason("no champion yet: materialise champion_model first")
     champion = current[0].name

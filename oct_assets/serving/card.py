@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from oct_assets.contracts.assets import RAW_OCT_IMAGES, REDUCED_SAMPLE
 from oct_assets.contracts.formats import (
     CAM_GRID_PNG,
     MANIFEST_JSON,
@@ -83,9 +84,9 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
     # The sample the model was trained on, as its trainer recorded it; a fetched cluster model
     # may have been trained on another sample than the one whose test split scored it.
     trained_on = _trained_on(info, model)
-    sample = step("reduced_sample", trained_on, role="trained on")
-    raw_salt = sample.upstream.get("raw_oct_images") if sample is not None else None
-    raw = step("raw_oct_images", raw_salt)
+    sample = step(REDUCED_SAMPLE, trained_on, role="trained on")
+    raw_salt = sample.upstream.get(RAW_OCT_IMAGES) if sample is not None else None
+    raw = step(RAW_OCT_IMAGES, raw_salt)
     if raw is not None:
         steps[-1].update(
             fingerprint=raw.summary.get("fingerprint"),
@@ -94,7 +95,7 @@ def lineage(data: Path, model: dict[str, Any]) -> list[dict[str, Any]]:
             root=raw.summary.get("root"),
         )
     if trained_on != model["sample_salt"]:
-        step("reduced_sample", model["sample_salt"], role="scored on (test split)")
+        step(REDUCED_SAMPLE, model["sample_salt"], role="scored on (test split)")
     step(
         model["evaluation_asset"],
         model["evaluation_salt"],
@@ -110,12 +111,12 @@ def model_card_md(data: Path, model: dict[str, Any], rule: dict[str, Any]) -> st
     steps = lineage(data, model)
     by_asset = {s["asset"]: s for s in steps}
     info = ModelInfo.read(data / model["model_dir"])
-    found = _manifest(data, "reduced_sample", _trained_on(info, model))
+    found = _manifest(data, REDUCED_SAMPLE, _trained_on(info, model))
     sample, sample_config = (found.summary, found.config) if found is not None else ({}, {})
     evaluation = data / model["evaluation_asset"] / model["evaluation_salt"]
     metrics = json.loads((evaluation / METRICS_JSON).read_text())
     classes = metrics["classes"]
-    raw = by_asset.get("raw_oct_images", {})
+    raw = by_asset.get(RAW_OCT_IMAGES, {})
     synthetic = sample.get("synthetic", raw.get("synthetic"))
     out = [
         f"# Model card: {model['model_asset']} {model['model_salt']}",

@@ -16,8 +16,6 @@ from oct_assets.contracts.errors import DamagedFileError
 from oct_assets.contracts.files import read_json, write_bytes
 from oct_assets.contracts.manifest import pointer_salt
 
-# The asset (and folder under the data folder) of the champion; the CLI finds it by this name.
-CHAMPION_ASSET = "champion_model"
 # In a champion folder: the pointer to the chosen model (salt, folder relative to the data
 # folder, the evaluation it won with), the model card and the TorchScript export.
 CHAMPION_JSON = "champion.json"
