@@ -97,9 +97,14 @@ shift 7
 lock="$env_dir.lock" log="$env_dir.build.log" marker="$env_dir/.oct-env.json"
 mkdir -p -- "$(dirname -- "$env_dir")" || exit 1
 exec 9>>"$lock" || exit 1
-if ! flock -w "$wait_s" 9; then
+flock -E {LOCK_TIMEOUT_EXIT} -w "$wait_s" 9
+locked=$?
+if [ "$locked" -eq {LOCK_TIMEOUT_EXIT} ]; then
     echo "{FAILED} another build holds $lock (waited ${{wait_s}}s)" >&2
     exit {LOCK_TIMEOUT_EXIT}
+elif [ "$locked" -ne 0 ]; then
+    echo "{FAILED} cannot lock $lock (flock exit $locked): does its file system support flock?" >&2
+    exit 1
 fi
 if [ -f "$marker" ]; then echo {REUSED}; exit 0; fi
 rm -rf -- "$env_dir".tmp-* "$env_dir"
