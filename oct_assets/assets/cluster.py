@@ -24,6 +24,7 @@ from oct_assets.contracts.assets import REDUCED_SAMPLE
 from oct_assets.contracts.formats import CLASSES
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.version import ML_CODE_VERSION
 from oct_assets.resources.cluster import ClusterResource
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import is_complete
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # paramiko loads with the first session, not with the definit
     from oct_assets.cluster.training import TrainedOnCluster
 
 
-@asset(group_name=GROUP, code_version="2", deps=[reduced_sample])  # 2: DDP, decoder v2
+@asset(group_name=GROUP, code_version=ML_CODE_VERSION, deps=[reduced_sample])
 def cluster_model(
     context: AssetExecutionContext, config: ClusterModelConfig, cluster: ClusterResource
 ) -> Output[Artifact]:

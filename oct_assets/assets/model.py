@@ -19,6 +19,7 @@ from oct_assets.contracts.assets import REDUCED_SAMPLE
 from oct_assets.contracts.formats import MODEL_PT, TRAIN_CONFIG_JSON
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.version import ML_CODE_VERSION
 from oct_assets.resources.training import TrainingEnvironment
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import salted_dir
@@ -33,7 +34,7 @@ CHECKPOINTS = ".checkpoints"
 TrainedModelConfig = dagster_config_from(TrainConfig, "TrainedModelConfig")
 
 
-@asset(group_name=GROUP, code_version="2")  # 2: data-parallel loop, decoder v2 (band)
+@asset(group_name=GROUP, code_version=ML_CODE_VERSION)
 def trained_model(
     context: AssetExecutionContext,
     config: TrainedModelConfig,

@@ -27,6 +27,7 @@ from oct_assets.contracts.formats import (
     PREDICTIONS_CSV,
     interval_text,
 )
+from oct_assets.ml.version import ML_CODE_VERSION
 from oct_assets.store.artifact import Artifact
 
 
@@ -50,7 +51,7 @@ def build_predictions_asset(name: str, model: AssetsDefinition) -> AssetsDefinit
     @asset(
         name=name,
         group_name=GROUP,
-        code_version="2",  # 2: patient-bootstrap intervals, ROC AUC in metrics.json
+        code_version=ML_CODE_VERSION,
         ins={"model": AssetIn(model.key), "reduced_sample": AssetIn(reduced_sample.key)},
         automation_condition=after_new_model(model),
         description=f"Predictions, metrics and class-activation maps of "
