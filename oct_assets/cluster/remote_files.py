@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from oct_assets.cluster.errors import ClusterCommandError, RemoteFileNotFoundError
 from oct_assets.cluster.sftp import CHUNK_BYTES, parse_sha256sum, sftp_stat, sha256_from_result
@@ -17,25 +17,19 @@ if TYPE_CHECKING:
 
     from oct_assets.cluster.types import CommandResult, SSHSettings
 
+T = TypeVar("T")
+
 
 class RemoteFiles:
-    """File reads for a session that provides `run`, `retrying`, `sftp`, `resolve`, `settings`."""
+    """File reads, mixed into `SSHSession`: they go through its `run`, its one retry layer
+    (`retrying`), its `sftp` client and its one rule for remote paths (`resolve`), declared
+    here for readers and type checkers, defined there."""
 
     settings: SSHSettings
-
-    def run(
-        self, command: str, *, timeout: float | None = None, check: bool = False, retry: bool = True
-    ) -> CommandResult:
-        raise NotImplementedError
-
-    def retrying(self, what, op):
-        raise NotImplementedError
-
-    def sftp(self) -> paramiko.SFTPClient:
-        raise NotImplementedError
-
-    def resolve(self, path: str) -> str:
-        raise NotImplementedError
+    run: Callable[..., CommandResult]
+    retrying: Callable[[str, Callable[[], T]], T]
+    sftp: Callable[[], paramiko.SFTPClient]
+    resolve: Callable[[str], str]
 
     def stat(self, path: str) -> RemoteStat:
         target = self.resolve(path)

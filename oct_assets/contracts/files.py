@@ -1,6 +1,6 @@
 """File-system machinery written once: atomic writes (a path either does not exist or holds
 complete content), JSON read back with the file named, flock locks that die with their holder,
-and sha256 of a file."""
+the sweep of what dead holders left, and sha256 of a file."""
 
 from __future__ import annotations
 
@@ -79,6 +79,32 @@ def exclusive_lock(lock_file: Path) -> Iterator[bool]:
             waited = True
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield waited
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def abandoned(path: Path) -> Iterator[bool]:
+    """Whether nobody holds the `flock` of `path` (a file or folder whose holder locks it for
+    as long as it works on it): True while this process holds that lock instead (the holder
+    died, kill -9 included: remove `path` inside the block), False when a live holder has it
+    or `path` is gone.
+
+    Liveness is the kernel's lock, never a pid: right across PID namespaces and containers,
+    and across hosts on a shared file system that supports `flock`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield False  # finished, published or swept meanwhile
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = True
+        except BlockingIOError:
+            taken = False  # its holder is alive
+        yield taken
     finally:
         os.close(fd)
 

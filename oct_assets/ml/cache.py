@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oct_assets.contracts.files import write_bytes
+from oct_assets.contracts.files import abandoned, write_bytes
 from oct_assets.contracts.lifetime import die_with_parent
 from oct_assets.ml.data import Sample
 from oct_assets.ml.decode import DECODE_VERSION, decode_gray
@@ -65,14 +65,6 @@ def _decode_into(target: str, rows: list[int], paths: list[str], size: int, fit:
     return len(rows)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Decode worker initializer: die with the filler (`lifetime.die_with_parent`), and at once
-    when it is already gone."""
-    die_with_parent()
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def sweep_dead_fills(cache_dir: Path) -> list[Path]:
     """Remove the temp files and claim folders of fills whose process has died; return them.
 
@@ -81,19 +73,10 @@ def sweep_dead_fills(cache_dir: Path) -> list[Path]:
     """
     removed = []
     for tmp in sorted(Path(cache_dir).glob(f".*{TMP_SUFFIX}")):
-        try:
-            fd = os.open(tmp, os.O_RDONLY)
-        except FileNotFoundError:
-            continue  # finished or swept meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its filler is alive
-        else:
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-        finally:
-            os.close(fd)
+        with abandoned(tmp) as dead:
+            if dead:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
     for claims in sorted(Path(cache_dir).glob(f".*{TMP_SUFFIX}.claims")):
         if not claims.with_suffix("").exists():
             shutil.rmtree(claims, ignore_errors=True)
@@ -256,12 +239,13 @@ def _fill(target: Path, sample: Sample, size: int, fit: str, workers: int) -> No
         for k in range(len(chunks)):
             decode(k)
         return
-    # spawn: never fork a process whose torch/OpenMP threads may hold locks.
+    # spawn: never fork a process whose torch/OpenMP threads may hold locks. Each worker dies
+    # with the filler, and at once when the filler is already gone.
     ctx = multiprocessing.get_context("spawn")
     claims = Path(f"{target}.claims")
     claims.mkdir()
     pool = ProcessPoolExecutor(
-        min(workers - 1, len(chunks) - 1), ctx, _die_with_parent, (os.getpid(),)
+        min(workers - 1, len(chunks) - 1), ctx, die_with_parent, (os.getpid(),)
     )
     try:
         futures = [

@@ -24,10 +24,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.lifetime import die_with_parent
@@ -37,19 +36,16 @@ from oct_assets.ml.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def train(
-    sample_dir: Path,
-    out_dir: Path,
-    config: TrainConfig,
-    cache_dir: Path | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-    checkpoint_dir: Path | None = None,
-) -> dict[str, Any]:
-    """`loop.train_model` (see there), imported on call so spawned decode workers that
-    re-import this module stay free of torch."""
-    from oct_assets.ml.loop import train_model
+if TYPE_CHECKING:
+    from oct_assets.ml.loop import train_model as train
+else:
 
-    return train_model(Path(sample_dir), Path(out_dir), config, cache_dir, on_epoch, checkpoint_dir)
+    def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """`loop.train_model` (its arguments, its docstring), imported on call so spawned
+        decode workers that re-import this module stay free of torch."""
+        from oct_assets.ml.loop import train_model
+
+        return train_model(*args, **kwargs)
 
 
 def _pipes_context() -> AbstractContextManager[Any]:

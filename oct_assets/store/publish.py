@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from oct_assets.contracts.files import exclusive_lock, fsync_path, write_json_atomic
+from oct_assets.contracts.files import abandoned, exclusive_lock, fsync_path, write_json_atomic
 from oct_assets.contracts.formats import MANIFEST_JSON
 from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.store.salt import is_complete
@@ -44,19 +44,10 @@ def sweep_dead_builds(asset_dir: Path) -> list[Path]:
     with os.scandir(asset_dir) as entries:
         tmps = [Path(e.path) for e in entries if TMP_RE.fullmatch(e.name) and e.is_dir()]
     for tmp in tmps:
-        try:
-            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        except FileNotFoundError:
-            continue  # published or swept meanwhile
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its builder is alive
-            shutil.rmtree(tmp, ignore_errors=True)
-            swept.append(tmp)
-        finally:
-            os.close(fd)
+        with abandoned(tmp) as dead:
+            if dead:
+                shutil.rmtree(tmp, ignore_errors=True)
+                swept.append(tmp)
     return swept
 
 
