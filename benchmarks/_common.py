@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: side-by-side timing and synthetic trees."""
+"""Helpers shared by the benchmark scripts: side-by-side timing, synthetic trees and the
+baseline decode."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from oct_assets.contracts.formats import CLASSES
 
@@ -31,6 +35,15 @@ def report(times: dict[str, list[float]], baseline: str, goal: str) -> float:
     ratio = medians[subject] / medians[baseline]
     print(f"ratio {subject} / {baseline} = {ratio:.3f}  (goal: {goal})")
     return ratio
+
+
+def decode_rgb_float(path: Path, size: int) -> np.ndarray:
+    """The baseline data path of the benchmarks (the seed's, every epoch): a full JPEG decode
+    to RGB, resized, float32 CHW in [0, 1]. The ML core decodes once, in draft mode
+    (`ml.decode.decode_gray`)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 def make_tiny_tree(root: Path, n_files: int) -> Path:

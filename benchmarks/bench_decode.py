@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 from PIL import Image
 
+from benchmarks._common import decode_rgb_float
 from oct_assets.ml.cache import decoded_images
 from oct_assets.ml.config import FITS
 from oct_assets.ml.data import read_sample
-from oct_assets.ml.decode import decode_rgb_float
 from oct_assets_tests.fixtures_ml import bench_source, resample
 
 

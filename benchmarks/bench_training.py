@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._common import decode_rgb_float
 from oct_assets.ml.cache import usable_cpus
 from oct_assets.ml.config import TrainConfig, real_data_config
 from oct_assets.ml.data import read_sample
-from oct_assets.ml.decode import decode_rgb_float
 from oct_assets.ml.distributed import resolve_device
 from oct_assets.ml.nets import build_net, to_input
 from oct_assets.ml.runtime import deterministic_torch

@@ -83,41 +83,6 @@ def _verify_remote(session: SSHSession, pairs: Sequence[tuple[str, str]], direct
                 )
 
 
-def upload(
-    session: SSHSession, local: Path, remote: str, *, progress: Progress | None = None
-) -> TransferResult:
-    """Upload to a hidden temp name, verify its sha256 remotely, then rename into place."""
-    local = Path(local)
-    if not local.is_file():
-        raise FileNotFoundError(f"local file {local} does not exist")
-    target = session.resolve(remote)
-    parent, name = posixpath.split(target)
-    stale: list[str] = []
-
-    def op() -> TransferResult:
-        started = time.monotonic()
-        _cleanup_remote(session, stale)
-        session.run(f"mkdir -p -- {shlex.quote(parent)}", check=True)
-        sftp = session.sftp()
-        tmp = _tmp_name(name)
-        stale.append(posixpath.join(parent, tmp))
-        digest, size = _send(sftp, local, posixpath.join(parent, tmp), progress)
-        try:
-            _verify_remote(session, [(tmp, digest)], parent)
-        except TransferVerificationError:
-            _cleanup_remote(session, stale)
-            raise
-        sftp.posix_rename(posixpath.join(parent, tmp), target)
-        stale.clear()
-        return TransferResult(str(local), target, size, digest, time.monotonic() - started)
-
-    result = session.retrying(f"upload of {local} to {target}", op)
-    logger.info(
-        "uploaded %s -> %s:%s (%d bytes)", local, session.settings.host, target, result.size
-    )
-    return result
-
-
 def write_bytes(session: SSHSession, data: bytes, remote: str) -> str:
     """Atomically write a small remote file (scripts, configs); returns its absolute path."""
     target = session.resolve(remote)

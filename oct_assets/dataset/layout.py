@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpeg", ".jpg")
-
 # Kermany OCT2017 file names: <CLASS>-<patient>-<n>.jpeg, e.g. CNV-1083927-1.jpeg.
 FILENAME_RE = re.compile(r"^(?P<label>[A-Z]+)-(?P<patient>\d+)-(?P<n>\d+)\.jpe?g$", re.IGNORECASE)
 

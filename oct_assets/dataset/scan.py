@@ -70,9 +70,6 @@ def fingerprint_records(records: list[ImageRecord]) -> str:
     return h.hexdigest()
 
 
-FINGERPRINTS = ("stat", "content")
-
-
 def content_fingerprint(root: Path, records: list[ImageRecord], workers: int = 8) -> str:
     """Hash of every image's path and sha256 of its bytes: reads every file, and catches an edit
     that keeps size and mtime, which the stat-only `fingerprint_records` misses."""

@@ -1,4 +1,4 @@
-"""Decoding one scan: JPEG draft-mode grayscale at the training size, and the seed's RGB path."""
+"""Decoding one scan: JPEG draft-mode grayscale at the training size, fitted to the square."""
 
 from __future__ import annotations
 
@@ -32,16 +32,6 @@ def decode_gray(path: Path | BinaryIO, size: int, fit: str) -> np.ndarray:
             im = im.convert("L")  # forces the load: truncated files raise here
             im = im.resize((size, size), Image.Resampling.BILINEAR, box=fit_box(im, fit))
             return np.asarray(im, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"cannot decode image {path}: {exc}") from exc
-
-
-def decode_rgb_float(path: Path, size: int) -> np.ndarray:
-    """The seed's per-epoch path: full JPEG decode to RGB, resize, float32 CHW in [0, 1]."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"cannot decode image {path}: {exc}") from exc
 

@@ -30,7 +30,7 @@ class ClusterResource(dg.ConfigurableResource):
     """Settings, a lazily created `SSHSession` and its lifecycle: nothing else.
 
     Callers use the session directly (`cluster.session.run(...)`), the transfer functions
-    (`transfer.upload(cluster.session, ...)`) and the Slurm functions (`slurm.submit(session,
+    (`transfer.download(cluster.session, ...)`) and the Slurm functions (`slurm.submit(session,
     spec)`).
 
     Every connection field may be left `None`; it is then read from `OCT_CLUSTER_<NAME>` on first

@@ -25,6 +25,7 @@ from oct_assets.cluster.errors import (
     RemoteFileNotFoundError,
 )
 from oct_assets.resources.cluster import ClusterResource, cluster_resource_from_env
+from oct_assets_tests.cluster.upload import upload
 from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
@@ -215,7 +216,7 @@ def test_upload_and_download_are_verified_and_atomic(
     data = os.urandom(3 * 2**20 + 17)
     local = tmp_path / "payload.bin"
     local.write_bytes(data)
-    sent = transfer.upload(cluster.session, local, "transfer/sub/payload.bin")
+    sent = upload(cluster.session, local, "transfer/sub/payload.bin")
     remote = sshd_server.remote_dir / "transfer" / "sub" / "payload.bin"
     assert sent.destination == str(remote)
     assert remote.read_bytes() == data
@@ -307,7 +308,7 @@ def test_upload_recovers_from_a_dropped_connection(
         if not killed and done >= 8 * 2**20:
             killed.append(sshd_server.kill_sessions())
 
-    result = transfer.upload(cluster.session, local, "drops/up.bin", progress=drop_once)
+    result = upload(cluster.session, local, "drops/up.bin", progress=drop_once)
     assert killed and killed[0] > 0
     remote = sshd_server.remote_dir / "drops" / "up.bin"
     assert result.sha256 == hashlib.sha256(remote.read_bytes()).hexdigest()
