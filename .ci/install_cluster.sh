@@ -3,7 +3,7 @@
 # Slurm (munge, slurmctld, slurmd, client tools incl. sacct/sacctmgr) and its accounting
 # (slurmdbd with a MariaDB server). Idempotent: skips apt when every binary is already present.
 # Needs root on Debian/Ubuntu. Nothing is started here; the pytest fixtures in
-# oct_assets_tests/fixtures_cluster.py start (and stop) private daemons on 127.0.0.1.
+# oct_assets_tests/services/ start (and stop) private daemons on 127.0.0.1.
 set -euo pipefail
 
 packages=(openssh-server openssh-client munge slurmctld slurmd slurm-client slurmdbd mariadb-server

@@ -12,7 +12,7 @@ from typing import Any
 from dagster import Config
 from pydantic import Field, create_model
 
-from oct_assets.ml.config import field_doc, field_range
+from oct_assets.contracts.settings import field_doc, field_range
 
 
 def dagster_config_from(dc: type, name: str) -> type[Config]:

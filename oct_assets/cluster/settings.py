@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from oct_assets.cluster.launch import procs_per_node
-from oct_assets.ml.config import field_range, setting
+from oct_assets.contracts.settings import field_range, setting
 
 NO_SPACE = re.compile(r"^\S+$")
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")

@@ -1,10 +1,11 @@
 """The folder formats every layer reads and writes: one definition of each file name and column.
 
 - A **sample folder** (`reduced_sample`): the images under their relative paths, `images.csv`
-  (`file, split, label, patient`), and `manifest.json` with at least `salt` and `classes`.
+  (`file, split, label, patient`), and `manifest.json` with at least `salt` and `classes`
+  (`manifest.SampleManifest`).
 - A **model folder** (`trained_model`, `cluster_model`): `model.pt` (a state_dict) and
-  `model.json` (classes, input geometry, config, metrics); training also keeps its
-  `train_config.json` there.
+  `model.json` (classes, input geometry, config, metrics: `model_info.ModelInfo`); training
+  also keeps its `train_config.json` there.
 - A **predictions folder**: `predictions.csv` (one row per test image), `metrics.json` and two PNGs.
 
 Pure Python: shipped to cluster nodes beside the ML core.
@@ -20,8 +21,8 @@ from typing import Any
 SPLITS: tuple[str, ...] = ("train", "test")
 CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 
-# Written last into every salted output folder (the store's completion marker); a sample
-# folder's manifest also carries its `salt` and `classes`.
+# Written last into every salted output folder (the store's completion marker,
+# `manifest.SaltedManifest`); a sample folder's manifest also carries its `salt` and `classes`.
 MANIFEST_JSON = "manifest.json"
 
 IMAGES_CSV = "images.csv"

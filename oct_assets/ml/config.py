@@ -4,40 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
+
+from oct_assets.contracts.settings import field_range, setting
 
 ARCHITECTURES = ("compact", "seed", "plain")
 AUGMENTS = ("affine", "light", "none")
 DEVICES = ("auto", "cpu", "cuda")
 FITS = ("crop", "resize", "band")
 RETIRED_FIELDS = ("data_path",)  # in older model.json files; loading a model ignores them
-
-
-def setting(
-    default: Any,
-    doc: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    """A TrainConfig field with its description and its valid values, declared together.
-
-    The bounds are inclusive: beyond them a run is a mistake (1e9 epochs, a 100,000 px input
-    that exhausts memory after minutes) and is refused naming the field. The Dagster config of
-    `trained_model` is built from the same metadata (`field_doc`, `field_range`).
-    """
-    meta = {"doc": doc, "range": None if low is None else (low, high), "choices": choices}
-    return field(default=default, metadata=meta)
-
-
-def field_doc(f: dataclasses.Field) -> str:
-    return f.metadata.get("doc", "")
-
-
-def field_range(f: dataclasses.Field) -> tuple[float, float] | None:
-    return f.metadata.get("range")
 
 
 @dataclass(frozen=True)
@@ -51,8 +27,9 @@ class TrainConfig:
 
     architecture: str = setting(
         "compact",
-        '"compact" (grayscale CNN with GAP, the default) or "seed" (port of the seed\'s Keras '
-        "network, 3-channel input).",
+        '"compact" (grayscale CNN with GAP, the default), "plain" (VGG-style grayscale CNN with '
+        "GAP, the real-data preset's) or \"seed\" (port of the seed's Keras network, 3-channel "
+        "input).",
         choices=ARCHITECTURES,
     )
     epochs: int = setting(
@@ -230,14 +207,14 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
-# Recipe for real OCT2017 scans (the plain CNN of issue 14, made ~4x cheaper): the whole scan
+# Recipe for real OCT2017 scans (the plain CNN, its first conv at stride 2): the whole scan
 # squeezed to 180 px, random 160-px crops (the centre one when predicting), flips, brightness
 # and contrast jitter; five VGG blocks of 24 to 256 channels whose first conv has stride 2;
 # global average pooling, dropout 0.3; AdamW 3e-3 (weight decay 1e-2) with 30% warm-up then
 # cosine decay, batches of 32 for 40 epochs, label smoothing 0.1, bf16 training on the CPU. All
 # train images are used and the last epoch is kept. Chosen on pooled accuracy over 3
 # patient-grouped folds of all 463 real scans (`scripts/recipe_cv.py`); the measurements are
-# in the README ("Real scans: the preset").
+# in docs/training.md ("Real scans: the preset").
 REAL_DATA_DEFAULTS: dict[str, Any] = {
     "architecture": "plain",
     "epochs": 40,

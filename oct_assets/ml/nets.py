@@ -61,7 +61,7 @@ class CompactNet(nn.Module):
 class PlainNet(nn.Module):
     """VGG-style grayscale CNN: blocks of two 3x3 conv + BN + ReLU with a max-pool between
     blocks, GAP, dropout, linear. The first conv has stride 2: with a full-resolution first
-    block a CPU training step takes ~4x as long (README, "Real scans: the preset").
+    block a CPU training step takes ~4x as long (docs/training.md, "Real scans: the preset").
 
     Input is float in [0, 1]; a BatchNorm without weights standardises it with dataset
     statistics (not per image, so brightness and contrast jitter still teach something).

@@ -1,4 +1,4 @@
-"""Which Python environment trains: the seed trained in its own venv, and so can we."""
+"""Which Python environment trains: Dagster's own, or another one that has torch."""
 
 from __future__ import annotations
 

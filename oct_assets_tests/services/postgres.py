@@ -8,7 +8,6 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,11 +16,7 @@ from pathlib import Path
 
 import pytest
 
-
-def unavailable(message: str) -> None:
-    if os.environ.get("OCT_REQUIRE_CLUSTER_TESTS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+from oct_assets_tests.services.daemons import free_port, unavailable
 
 
 def postgres_bin() -> Path:
@@ -29,12 +24,6 @@ def postgres_bin() -> Path:
     if not found:
         unavailable("PostgreSQL server not installed (.ci/install_ui.sh installs it, as root)")
     return Path(found[-1]).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
