@@ -45,8 +45,10 @@ from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_c
 from oct_assets.ml.distributed import Placement, placement, process_group
 from oct_assets.ml.nets import build_net, min_image_size
 from oct_assets.ml.runtime import (
+    BF16_CPU_FLAGS,
     BatchReader,
     autocast,
+    cpu_has_bf16,
     deterministic_torch,
     predict_logits,
     to_device,
@@ -209,6 +211,12 @@ def _fit(
     ckpt: Checkpointing | None,
 ) -> dict[str, Any]:
     device, amp = here.device, config.amp and here.device.type == "cuda"
+    if config.cpu_bf16 and device.type == "cpu" and cpu_has_bf16() is False:
+        log.warning(
+            "cpu_bf16: this CPU has no bf16 instructions (%s), so bf16 autocast is emulated and "
+            "can be many times slower than float32 here; set cpu_bf16: false on this machine",
+            " or ".join(BF16_CPU_FLAGS),
+        )
     rng = np.random.default_rng(config.seed)  # the same shuffles on every rank
     gen = torch.Generator().manual_seed(config.seed + here.rank)  # augmentation differs per rank
     net.to(device, memory_format=torch.channels_last)  # faster oneDNN/cuDNN kernels
