@@ -50,13 +50,17 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+# Parsed once, at collection: CPython 3.11.7's ast.parse can raise "AST constructor recursion
+# depth mismatch" when called deep into a long pytest session (fixed in later releases).
+TREES = {p: ast.parse(p.read_text()) for p in MODULES.values()}
 
 
 def imports(path: Path) -> set[str]:
     """Every module `path` imports, anywhere in the file (function bodies and TYPE_CHECKING
     blocks included), resolved to a module of this package where it names one."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = TREES.get(path) or ast.parse(path.read_text())
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
