@@ -47,13 +47,13 @@ from oct_assets.cluster.layout import RemoteLayout
 from oct_assets.cluster.ssh import SSHSession
 from oct_assets.resources.cluster import ClusterResource
 from oct_assets.resources.io_manager import LatestArtifactIOManager
+from oct_assets_tests.integration.test_cluster_assets import sample_instance  # noqa: F401 - a fixture
 from oct_assets_tests.services.slurm import SlurmCluster
 from oct_assets_tests.services.sshd import SshServer
 
 pytestmark = pytest.mark.cluster
 
 SMALL = EnvironmentSpec((Requirement("pillow", "13.0.0"),), imports=("PIL",))
-SAMPLE = {"train_per_class": 6, "test_per_class": 3}
 TINY_TRAIN = {"epochs": 1, "image_size": 32, "batch_size": 16, "threads": 1, "decode_workers": 1}
 QUICK_JOB = {"cpus_per_task": 1, "mem": None, "poll_interval_s": 0.5, "timeout_s": 600}
 
@@ -142,19 +142,6 @@ def builds_logged(env_dir: Path) -> int:
     return log.read_text().count("== build ") if log.exists() else 0
 
 
-@pytest.fixture
-def sample_instance(tiny_tree: Path, data_env: Path) -> Iterator[DagsterInstance]:
-    """An instance in which raw_oct_images and reduced_sample are already materialised."""
-    instance = DagsterInstance.ephemeral()
-    materialize(
-        LOCAL_GRAPH[:2],
-        instance=instance,
-        resources={"io_manager": LatestArtifactIOManager()},
-        run_config={"ops": {"reduced_sample": {"config": SAMPLE}}},
-    )
-    yield instance
-
-
 def materialize_on_cluster(instance: DagsterInstance, server: SshServer, root: Path, seed: int):
     """`cluster_model` in train mode with the default Slurm settings: the managed env."""
     config = {"mode": "train", "training": {**TINY_TRAIN, "seed": seed}, "slurm": QUICK_JOB}
@@ -181,7 +168,7 @@ def test_first_job_builds_the_env_the_second_reuses_it(
     slurm_cluster: SlurmCluster,
     sshd_server: SshServer,
     no_cluster_env: pytest.MonkeyPatch,
-    sample_instance: DagsterInstance,
+    sample_instance: DagsterInstance,  # noqa: F811
 ) -> None:
     """The real requirement set, built before the first `cluster_model` job, trains it; a
     second job (another salt) reuses the env without running an installer."""
@@ -217,7 +204,7 @@ def test_first_job_builds_the_env_the_second_reuses_it(
 def test_a_requirement_that_cannot_install_fails_the_run_naming_it(
     sshd_server: SshServer,
     no_cluster_env: pytest.MonkeyPatch,
-    sample_instance: DagsterInstance,
+    sample_instance: DagsterInstance,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     """Through `cluster_model`: the step fails before anything is submitted, naming the pin."""
