@@ -30,7 +30,7 @@ from dagster import (
 )
 
 from oct_assets.assets.images import reduced_sample
-from oct_assets.assets.model import TrainedModelConfig
+from oct_assets.assets.model import TrainedModelConfig, training_config
 from oct_assets.assets.salted import GROUP
 from oct_assets.contracts.assets import CV_MODEL, REDUCED_SAMPLE
 from oct_assets.contracts.manifest import SaltedManifest
@@ -163,7 +163,7 @@ def _cv_model(
     context: AssetExecutionContext, config: TrainedModelConfig, reduced_sample: Artifact
 ) -> MaterializeResult:
     """Train (or find) the fold model of every partition of the run, one after the other."""
-    cfg = TrainConfig.from_dict(config.model_dump()).to_dict()  # fails here, naming the field
+    cfg = training_config(context, config.model_dump())
     started = time.perf_counter()
     done = []
     for key in context.partition_keys:

@@ -21,12 +21,11 @@ from oct_assets.assets.cv import (
     record_partition,
 )
 from oct_assets.assets.images import reduced_sample
-from oct_assets.assets.model import TrainedModelConfig
+from oct_assets.assets.model import TrainedModelConfig, training_config
 from oct_assets.assets.predictions import build_predictions_asset
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.contracts.assets import ENSEMBLE_PREDICTIONS, REDUCED_SAMPLE
 from oct_assets.contracts.model_info import ModelInfo
-from oct_assets.ml.config import TrainConfig
 from oct_assets.store.artifact import Artifact
 
 
@@ -52,7 +51,7 @@ def ensemble_model(
 ) -> Output[Artifact]:
     values = config.model_dump()
     extra = values.pop("extra_seeds")
-    cfg = TrainConfig.from_dict(values).to_dict()  # fails here, naming the field
+    cfg = training_config(context, values)
     seeds = list(dict.fromkeys([cfg["seed"], *extra]))
     members = [Member(f, {**cfg, "seed": s}) for s in seeds for f in range(FOLDS)]
     done = [(m, *ensure_member(context, m, reduced_sample)) for m in members]

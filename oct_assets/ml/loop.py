@@ -40,15 +40,13 @@ from oct_assets.ml.checkpoint import (
     run_identity,
     stop_signals,
 )
-from oct_assets.ml.config import TrainConfig
+from oct_assets.ml.config import BF16_CPU_FLAGS, TrainConfig, cpu_has_bf16
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
 from oct_assets.ml.distributed import Placement, placement, process_group
 from oct_assets.ml.nets import build_net, min_image_size
 from oct_assets.ml.runtime import (
-    BF16_CPU_FLAGS,
     BatchReader,
     autocast,
-    cpu_has_bf16,
     deterministic_torch,
     predict_logits,
     to_device,

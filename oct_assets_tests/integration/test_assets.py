@@ -205,3 +205,24 @@ def test_bad_training_setting_names_the_field(tiny_tree: Path, data_env: Path) -
     text = error_text(result, "trained_model")
     assert "epochs" in text and "greater than or equal to 1" in text
     assert not (data_env / "trained_model").exists()
+
+
+def test_cpu_bf16_is_trained_and_salted_as_float32_on_a_cpu_without_bf16(
+    tiny_tree: Path, data_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Emulated bf16 is ~17x slower than float32: where the CPU lacks bf16 instructions the
+    graph trains float32 and salts what ran, so the salt is float32's, a cache hit of it."""
+    instance = DagsterInstance.ephemeral()
+    monkeypatch.setattr("oct_assets.ml.config.cpu_has_bf16", lambda: False)
+    fp32 = materialize_all(instance, train={"cpu_bf16": False})
+    asked_bf16 = materialize_all(instance, train={"cpu_bf16": True})
+    model = metadata(asked_bf16, "trained_model")
+    assert model["salt"] == metadata(fp32, "trained_model")["salt"] and model["cache_hit"]
+    assert model["config"]["cpu_bf16"] is False
+    warned = [e.message for e in instance.all_logs(asked_bf16.run_id) if e.message]
+    assert any("no bf16 instructions" in m and "float32" in m for m in warned)
+    monkeypatch.setattr("oct_assets.ml.config.cpu_has_bf16", lambda: True)
+    native = materialize_all(instance, train={"cpu_bf16": True})
+    model = metadata(native, "trained_model")
+    assert model["salt"] != metadata(fp32, "trained_model")["salt"]
+    assert model["config"]["cpu_bf16"] is True

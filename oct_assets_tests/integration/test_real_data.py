@@ -15,7 +15,6 @@ from oct_assets.contracts.formats import PREDICTIONS_CSV, read_csv_rows
 from oct_assets.ml.config import REAL_DATA_DEFAULTS, real_data_config
 from oct_assets.ml.decode import decode_gray
 from oct_assets.ml.predict import evaluate
-from oct_assets.ml.runtime import cpu_has_bf16
 from oct_assets.ml.train import train
 from oct_assets.paths import PROJECT_ROOT
 from oct_assets.resources.io_manager import LatestArtifactIOManager
@@ -41,9 +40,6 @@ def test_real_scans_with_the_preset(data_env: Path, monkeypatch: pytest.MonkeyPa
         pytest.skip(f"no real OCT scans at {REAL} (set OCT_REAL_DATA)")
     monkeypatch.setenv("OCT_IMAGES_DIR", str(REAL))
     run_config = yaml.safe_load(PRESET.read_text())
-    if cpu_has_bf16() is False:
-        # As the trainer's warning tells users: emulated bf16 is ~17x slower than float32.
-        run_config["ops"]["trained_model"]["config"]["cpu_bf16"] = False
     result = materialize(
         LOCAL_GRAPH,
         instance=DagsterInstance.ephemeral(),
