@@ -2,7 +2,7 @@
 
 The libraries (`store`, `dataset`, `cluster`, `ml`, and `paths`) never import Dagster nor the
 Dagster layer; no import cycle anywhere in `oct_assets`, not even a function-level one; loading
-the definitions imports neither torch nor paramiko.
+the definitions imports none of torch, paramiko, numpy and PIL.
 """
 
 import ast
@@ -162,10 +162,11 @@ def test_the_layer_check_sees_a_cycle_and_a_dagster_import(tmp_path: Path) -> No
     assert {"oct_assets.assets.graph", "dagster"} <= imports(tmp_path / "m.py")
 
 
-def test_loading_the_definitions_imports_neither_torch_nor_paramiko() -> None:
+def test_loading_the_definitions_imports_no_ml_or_ssh_library() -> None:
+    """torch, paramiko, numpy and PIL load when a step needs them, not with the definitions."""
     code = (
         "import sys, oct_assets.definitions; "
-        "print(sorted(m for m in ('torch', 'paramiko') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'paramiko', 'numpy', 'PIL') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

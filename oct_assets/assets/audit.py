@@ -12,12 +12,10 @@ from oct_assets.assets.ensemble import ensemble_model
 from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.contracts.assets import ENSEMBLE_MODEL
-from oct_assets.ml.audit import NEAR_BITS
+from oct_assets.contracts.formats import LABEL_AUDIT_CSV, NEAR_BITS, NEAR_DUPLICATES_CSV
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.salt import salted_dir
 
-LABEL_AUDIT_CSV = "label_audit.csv"
-NEAR_DUPLICATES_CSV = "near_duplicates.csv"
 OVERLAYS = "overlays"  # <rank>.png: the scan with the CAM of its predicted class
 
 
@@ -45,10 +43,9 @@ def label_audit(
     context: AssetExecutionContext, config: LabelAuditConfig, ensemble_model: Artifact
 ) -> Output[Artifact]:
     def build(tmp: Path) -> dict[str, Any]:
+        from oct_assets.contracts.formats import AUDIT_COLUMNS, NEAR_DUPLICATE_COLUMNS
         from oct_assets.contracts.model_info import ModelInfo
         from oct_assets.ml.audit import (
-            AUDIT_COLUMNS,
-            NEAR_DUPLICATE_COLUMNS,
             disagreements,
             leaking_duplicates,
             write_audit_csv,

@@ -33,9 +33,10 @@ from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig, training_config
 from oct_assets.assets.salted import GROUP
 from oct_assets.contracts.assets import CV_MODEL, REDUCED_SAMPLE
+from oct_assets.contracts.folds import FOLD_SEED, FoldSpec
+from oct_assets.contracts.formats import FOLD_SAMPLE, OOF
 from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.ml.config import TrainConfig
-from oct_assets.ml.folds import FOLD_SAMPLE, FOLD_SEED, OOF, FoldSpec, write_fold_sample
 from oct_assets.store.artifact import Artifact
 from oct_assets.store.publish import build_lock, publish_salted
 from oct_assets.store.salt import compute_salt, is_complete, read_manifest, salted_dir
@@ -118,6 +119,7 @@ def _train_member(
     """Train on the other folds, predict the held-out one; the summary kept in the manifest."""
     from oct_assets.ml.cache import default_cache_dir
     from oct_assets.ml.data import read_sample
+    from oct_assets.ml.folds import write_fold_sample
     from oct_assets.ml.predict import evaluate
     from oct_assets.ml.train import train
 

@@ -11,11 +11,10 @@ from oct_assets.assets.ensemble import ensemble_model
 from oct_assets.assets.metadata import listing, per_class_table, png_markdown
 from oct_assets.assets.salted import GROUP, salted_output
 from oct_assets.contracts.assets import ENSEMBLE_MODEL
-from oct_assets.contracts.formats import CONFUSION_MATRIX_PNG, interval_text
+from oct_assets.contracts.formats import CONFUSION_MATRIX_PNG, OOF_CSV, interval_text
 from oct_assets.store.artifact import Artifact
 
 CV_REPORT_JSON = "cv_report.json"
-OOF_CSV = "oof_predictions.csv"  # one row per train scan: fold, label, mean probabilities
 
 
 @asset(

@@ -7,6 +7,9 @@
   `model.json` (classes, input geometry, config, metrics: `model_info.ModelInfo`); training
   also keeps its `train_config.json` there.
 - A **predictions folder**: `predictions.csv` (one row per test image), `metrics.json` and two PNGs.
+- A **fold model folder** (`cv_model`): a model folder plus its fold sample (`fold_sample/`, a
+  sample folder whose test split is the held-out fold) and that fold's predictions (`oof/`).
+- `cv_report`: `oof_predictions.csv`; `label_audit`: `label_audit.csv`, `near_duplicates.csv`.
 
 Pure Python: shipped to cluster nodes beside the ML core.
 """
@@ -37,6 +40,38 @@ PREDICTIONS_CSV = "predictions.csv"
 METRICS_JSON = "metrics.json"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 CAM_GRID_PNG = "cam_grid.png"
+
+FOLD_SAMPLE = "fold_sample"
+OOF = "oof"
+OOF_CSV = "oof_predictions.csv"  # one row per train scan: its fold models' mean probabilities
+OOF_COLUMNS: tuple[str, ...] = ("file", "patient", "fold", "label", "predicted")  # + classes
+LABEL_AUDIT_CSV = "label_audit.csv"  # confident out-of-fold disagreements, most confident first
+AUDIT_COLUMNS: tuple[str, ...] = (
+    "rank",
+    "file",
+    "patient",
+    "fold",
+    "label",
+    "predicted",
+    "p_label",
+    "p_predicted",
+)  # then one column per class
+# Pairs of scans across patients or splits whose difference hash (dHash of a
+# (HASH_SIDE + 1) x HASH_SIDE thumbnail: 256 bits) differs in at most `near_bits` bits.
+NEAR_DUPLICATES_CSV = "near_duplicates.csv"
+NEAR_DUPLICATE_COLUMNS: tuple[str, ...] = (
+    "file_a",
+    "split_a",
+    "patient_a",
+    "file_b",
+    "split_b",
+    "patient_b",
+    "differing_bits",
+)
+HASH_SIDE = 16
+# The default `near_bits`: a re-encoded copy differs in ~6 bits, one resized to 80% in ~27;
+# distinct real OCT2017 scans in 66 or more.
+NEAR_BITS = 32
 
 
 def write_images_csv(folder: Path, rows: Iterable[Mapping[str, str]]) -> None:

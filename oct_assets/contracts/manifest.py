@@ -105,7 +105,7 @@ class SampleManifest:
 
     salt: str
     classes: tuple[str, ...]
-    fold: dict[str, Any] | None = None  # a fold sample's `ml.folds.FoldSpec`
+    fold: dict[str, Any] | None = None  # a fold sample's `folds.FoldSpec`
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"salt": self.salt, "classes": list(self.classes)}

@@ -18,13 +18,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from oct_assets.contracts.formats import AUDIT_COLUMNS, HASH_SIDE, NEAR_BITS, NEAR_DUPLICATE_COLUMNS
 from oct_assets.ml.data import Sample
 
-HASH_SIDE = 16  # dHash on a 17 x 16 grayscale thumbnail: 256 bits
-NEAR_BITS = 32  # at most this many differing bits (of 256) is a near-duplicate; a re-encoded
-# copy differs in ~6, one resized to 80% in ~27; distinct real OCT2017 scans in 66 or more
 POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)  # bits per byte
-AUDIT_COLUMNS = ("rank", "file", "patient", "fold", "label", "predicted", "p_label", "p_predicted")
 
 
 @dataclass(frozen=True)
@@ -107,17 +104,6 @@ def near_duplicates(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> list[tuple
         for j in np.flatnonzero(d <= max_bits):
             pairs.append((i, i + 1 + int(j), int(d[j])))
     return pairs
-
-
-NEAR_DUPLICATE_COLUMNS = (
-    "file_a",
-    "split_a",
-    "patient_a",
-    "file_b",
-    "split_b",
-    "patient_b",
-    "differing_bits",
-)
 
 
 def leaking_duplicates(sample: Sample, max_bits: int = NEAR_BITS) -> list[dict[str, Any]]:

@@ -23,7 +23,11 @@ from PIL import Image
 
 from oct_assets.contracts.errors import OctMLError
 from oct_assets.contracts.files import write_bytes
+from oct_assets.contracts.folds import FOLD_SEED, FoldSpec
 from oct_assets.contracts.formats import (
+    FOLD_SAMPLE,
+    OOF,
+    OOF_COLUMNS,
     PREDICTIONS_CSV,
     read_csv_rows,
     write_images_csv,
@@ -32,32 +36,6 @@ from oct_assets.contracts.manifest import SampleManifest
 from oct_assets.contracts.model_info import ModelInfo
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import Sample, read_sample
-
-FOLD_SEED = 123  # the seed of the patients' deal into folds (the recipe log's folds)
-# A fold model's folder (`cv_model`) holds, beside model.pt and model.json:
-FOLD_SAMPLE = "fold_sample"  # its sample folder (`write_fold_sample`): test = the held-out fold
-OOF = "oof"  # `predict.evaluate` of the held-out fold: predictions.csv, metrics.json, PNGs
-OOF_COLUMNS = ("file", "patient", "fold", "label", "predicted")  # then one column per class
-
-
-@dataclass(frozen=True)
-class FoldSpec:
-    """One fold's definition: which of `k` patient folds (dealt with `fold_seed`) is held out.
-
-    With the sample's salt and the training config it is everything a fold model depends on,
-    so it goes into the fold model's salt (`as_dict`).
-    """
-
-    fold: int
-    k: int
-    fold_seed: int = FOLD_SEED
-
-    def __post_init__(self) -> None:
-        if self.k < 2 or not 0 <= self.fold < self.k:
-            raise OctMLError(f"fold {self.fold} of {self.k}: need k >= 2 and 0 <= fold < k")
-
-    def as_dict(self) -> dict[str, int]:
-        return {"fold": self.fold, "k": self.k, "fold_seed": self.fold_seed}
 
 
 def patient_folds(

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from oct_assets.contracts.folds import FoldSpec
 from oct_assets.ml.audit import disagreements, leaking_duplicates
 from oct_assets.ml.config import TrainConfig
 from oct_assets.ml.data import read_sample
-from oct_assets.ml.folds import FoldSpec, out_of_fold, write_fold_sample
+from oct_assets.ml.folds import out_of_fold, write_fold_sample
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
 from oct_assets_tests.fixtures_ml import write_index, write_sample

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from oct_assets.contracts.errors import OctMLError
+from oct_assets.contracts.folds import FoldSpec
 from oct_assets.ml.data import read_sample
-from oct_assets.ml.folds import FoldSpec, patient_folds, train_folds, write_fold_sample
+from oct_assets.ml.folds import patient_folds, train_folds, write_fold_sample
 
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 
