@@ -145,6 +145,14 @@ class TrainConfig:
         high=0.9,
     )
     tta_flip: bool = setting(False, "average predictions over the image and its horizontal mirror.")
+    balanced_priors: bool = setting(
+        False,
+        "after training, subtract log(class share of the training scans) from the classifier's "
+        "bias, so the model predicts as if the four classes were equally common (logit "
+        "adjustment): a rare training class (DRUSEN) is no longer read as a common one; no "
+        "effect on a balanced sample. Every reader of the model (predict, inbox, export, "
+        "ensemble) gets it, as it lives in the weights.",
+    )
     cpu_bf16: bool = setting(
         False,
         "train under bf16 autocast on the CPU (convolutions in bfloat16, ~4x faster where the "
@@ -257,6 +265,7 @@ REAL_DATA_DEFAULTS: dict[str, Any] = {
     "augment": "light",
     "tta_flip": False,
     "cpu_bf16": True,
+    "balanced_priors": True,
 }
 
 

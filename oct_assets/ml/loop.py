@@ -43,7 +43,7 @@ from oct_assets.ml.checkpoint import (
 from oct_assets.ml.config import BF16_CPU_FLAGS, TrainConfig, cpu_has_bf16
 from oct_assets.ml.data import Sample, patient_split, read_sample, require_all_classes
 from oct_assets.ml.distributed import Placement, placement, process_group
-from oct_assets.ml.nets import build_net, min_image_size
+from oct_assets.ml.nets import CLASSIFIER_BIAS, build_net, min_image_size
 from oct_assets.ml.runtime import (
     BatchReader,
     autocast,
@@ -138,6 +138,10 @@ def train_model(
     if not here.is_main:
         return metrics
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    shares = np.bincount(sample.labels[fit_rows], minlength=len(sample.classes)) / len(fit_rows)
+    metrics["train_class_shares"] = [round(float(s), 6) for s in shares]
+    if config.balanced_priors:
+        state[CLASSIFIER_BIAS] = balanced_bias(state[CLASSIFIER_BIAS], shares)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_state_dict(state, out_dir / MODEL_PT)
@@ -162,6 +166,17 @@ def train_model(
         environment=training_environment(),
     ).write(out_dir)
     return metrics
+
+
+def balanced_bias(bias: Tensor, shares: np.ndarray) -> Tensor:
+    """The classifier's bias minus log(class share): softmax then gives p(class | scan) / share,
+    renormalised, the Bayes rule for equally common classes (`TrainConfig.balanced_priors`)."""
+    if not (shares > 0).all():
+        raise OctMLError(
+            f"TrainConfig.balanced_priors needs every class among the trained scans (shares "
+            f"{[round(float(s), 4) for s in shares]}): lower val_fraction or add scans"
+        )
+    return bias - torch.from_numpy(np.log(shares)).to(bias.dtype)
 
 
 def training_environment() -> dict[str, Any] | None:

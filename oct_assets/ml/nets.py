@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from oct_assets.contracts.errors import OctMLError
 from oct_assets.ml.config import ARCHITECTURES, TrainConfig
 
+CLASSIFIER_BIAS = "classifier.bias"  # every net ends in `self.classifier` (one nn.Linear)
+
 
 class CompactNet(nn.Module):
     """Small grayscale CNN: a stride-2 stem, then stages of (stride-2 conv, conv), GAP, linear.

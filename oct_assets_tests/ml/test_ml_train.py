@@ -196,3 +196,53 @@ def test_thread_count_is_restored(tiny_sample, tiny_config, tmp_path):
     before = torch.get_num_threads()
     train(tiny_sample, tmp_path / "m", replace(tiny_config, threads=1), tmp_path / "c")
     assert torch.get_num_threads() == before
+
+
+def test_balanced_priors_divides_the_probabilities_by_the_training_class_shares(
+    make_sample, tiny_config, tmp_path
+):
+    """Logit adjustment lives in the weights: the same training, and only the classifier's
+    bias moved by -log(share), so every reader's probabilities are p / share, renormalised."""
+    import csv
+
+    from oct_assets_tests.fixtures_ml import write_index
+
+    sample = make_sample(train_per_class=12)
+    with open(sample / "images.csv") as f:
+        rows = [tuple(r.values()) for r in csv.DictReader(f)]
+    drusen = [r for r in rows if r[1] == "train" and r[2] == "DRUSEN"]
+    write_index(sample, [r for r in rows if r not in drusen[4:]], "unbalanced")  # 12/12/4/12
+    config = replace(tiny_config, val_fraction=0.0)
+    for name, on in (("plain", False), ("balanced", True)):
+        train(sample, tmp_path / name, replace(config, balanced_priors=on), tmp_path / "c")
+    plain, balanced = (
+        torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("plain", "balanced")
+    )
+    shares = np.array([12, 12, 4, 12]) / 40
+    assert ModelInfo.read(tmp_path / "balanced").metrics["train_class_shares"] == list(shares)
+    for k in plain:
+        if k != "classifier.bias":
+            assert torch.equal(plain[k], balanced[k]), k
+    moved = (balanced["classifier.bias"] - plain["classifier.bias"]).numpy()
+    np.testing.assert_allclose(moved, -np.log(shares), rtol=1e-6)
+
+    probs = {}
+    for name in ("plain", "balanced"):
+        evaluate(tmp_path / name, sample, tmp_path / f"{name}-pred", cache_dir=tmp_path / "c")
+        with open(tmp_path / f"{name}-pred" / "predictions.csv") as f:
+            probs[name] = np.array(
+                [
+                    [float(r[c]) for c in ("CNV", "DME", "DRUSEN", "NORMAL")]
+                    for r in csv.DictReader(f)
+                ]
+            )
+    expected = probs["plain"] / shares
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(probs["balanced"], expected, atol=1e-4)  # CSV: 6 decimals
+
+
+def test_balanced_priors_refuses_a_class_missing_from_the_trained_scans() -> None:
+    from oct_assets.ml.loop import balanced_bias
+
+    with pytest.raises(OctMLError, match="balanced_priors"):
+        balanced_bias(torch.zeros(4), np.array([0.5, 0.5, 0.0, 0.0]))
