@@ -245,9 +245,9 @@ class TrainConfig:
 # global average pooling, dropout 0.3; AdamW 3e-3 (weight decay 1e-2) with 30% warm-up then
 # cosine decay, batches of 32 for 40 epochs, label smoothing 0.1, bf16 training on the CPU. All
 # train images are used and the last epoch is kept; the classifier's bias is then balanced
-# (`balanced_priors`: predicts as if the classes were equally common). Chosen on pooled accuracy over 3
-# patient-grouped folds of all 463 real scans (`scripts/recipe_cv.py`); the measurements are
-# in docs/training.md ("Real scans: the preset").
+# (`balanced_priors`: predicts as if the classes were equally common). Chosen on pooled
+# accuracy over 3 patient-grouped folds of all 463 real scans (`scripts/recipe_cv.py`), and
+# balanced_priors on both shared folders; the measurements are in docs/training.md.
 REAL_DATA_DEFAULTS: dict[str, Any] = {
     "architecture": "plain",
     "epochs": 40,
