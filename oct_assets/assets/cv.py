@@ -33,7 +33,7 @@ from oct_assets.assets.images import reduced_sample
 from oct_assets.assets.model import TrainedModelConfig, training_config
 from oct_assets.assets.salted import GROUP
 from oct_assets.contracts.assets import CV_MODEL, REDUCED_SAMPLE
-from oct_assets.contracts.folds import FOLD_SEED, FoldSpec
+from oct_assets.contracts.folds import FoldSpec
 from oct_assets.contracts.formats import FOLD_SAMPLE, OOF
 from oct_assets.contracts.manifest import SaltedManifest
 from oct_assets.ml.config import TrainConfig
@@ -56,9 +56,13 @@ class Member:
     train: dict[str, Any]
     k: int = FOLDS
 
+    @property
+    def spec(self) -> FoldSpec:
+        return FoldSpec(self.fold, self.k)
+
     def config(self) -> dict[str, Any]:
         """What the salt hashes besides the sample: the fold's definition and the recipe."""
-        return {"fold": self.fold, "k": self.k, "fold_seed": FOLD_SEED, "train": self.train}
+        return {**self.spec.as_dict(), "train": self.train}
 
     def upstream(self, sample: Artifact) -> dict[str, str]:
         return {REDUCED_SAMPLE: sample.salt}
@@ -124,7 +128,7 @@ def _train_member(
     from oct_assets.ml.train import train
 
     cache = default_cache_dir(sample.path)  # the sample's own: `<data>/cache`
-    spec = FoldSpec(member.fold, member.k)
+    spec = member.spec
     fold_sample = write_fold_sample(read_sample(sample.path), spec, tmp / FOLD_SAMPLE)
 
     def on_epoch(r: dict[str, Any]) -> None:

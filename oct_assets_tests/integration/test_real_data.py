@@ -39,12 +39,11 @@ def test_real_scans_with_the_preset(data_env: Path, monkeypatch: pytest.MonkeyPa
             pytest.fail(f"real OCT scans expected at {REAL} in CI")
         pytest.skip(f"no real OCT scans at {REAL} (set OCT_REAL_DATA)")
     monkeypatch.setenv("OCT_IMAGES_DIR", str(REAL))
-    run_config = yaml.safe_load(PRESET.read_text())
     result = materialize(
         LOCAL_GRAPH,
         instance=DagsterInstance.ephemeral(),
         resources={**LOCAL_RESOURCES, "io_manager": LatestArtifactIOManager()},
-        run_config=run_config,
+        run_config=yaml.safe_load(PRESET.read_text()),
     )
     assert result.success
     sample = result.output_for_node("reduced_sample")
