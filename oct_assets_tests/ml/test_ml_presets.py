@@ -14,6 +14,8 @@ def test_full_data_preset_is_a_train_config_for_any_gpu_count():
     assert ops["reduced_sample"]["config"]["test_per_class"] is None
     config = TrainConfig.from_dict(ops["trained_model"]["config"])
     assert config.device == "auto" and config.amp  # auto: predictions may run without a GPU
+    # The train split is unbalanced, the official test split balanced: predict as for the latter.
+    assert config.balanced_priors
     # The global batch splits evenly over 1, 2, 4 or 8 GPUs, keeping >= 32 per BatchNorm.
     assert all(config.batch_size % n == 0 and config.batch_size // n >= 32 for n in (1, 2, 4, 8))
 
