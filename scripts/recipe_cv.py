@@ -16,6 +16,11 @@ the public ML entry points (`train`, `evaluate`), so it measures exactly what th
     .venv/bin/python scripts/recipe_cv.py --images ../shared/real_oct/OCT2017 \
         --images ../shared/real_oct_more/scans --folds 5 --seeds 0,1,2 --out /tmp/cv
 
+`--train-share S` trains each fold's model on the patients of a fixed, class-stratified share
+S of all patients only (those of the other folds), while every scan is still predicted by a
+model that never saw its patient: the same held-out scans at a smaller training set, so recipes
+can be compared, paired, at ~400 and at ~900 training scans (`scripts/recipe_compare.py`).
+
 `--out DIR` keeps every fold's out-of-fold probabilities as `DIR/<run>-seed<s>-fold<k>.csv` (the
 run's key hashes the recipe, the folds and the scans) and reuses them when run again, so an
 interrupted run resumes where it stopped.
@@ -35,12 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
+from oct_assets.contracts.folds import FOLD_SEED
 from oct_assets.contracts.formats import CLASSES, PREDICTIONS_CSV, SPLITS, read_csv_rows
 from oct_assets.ml.config import real_data_config
 from oct_assets.ml.folds import patient_folds, pooled_figures, scan_widths
 from oct_assets.ml.metrics import BOOTSTRAP_DRAWS, BOOTSTRAP_SEED
 from oct_assets.ml.predict import evaluate
 from oct_assets.ml.train import train
+
+TRAIN_SHARE_GROUPS = 20  # --train-share keeps whole groups of patients: steps of 5%
 
 
 def is_split(folder: Path) -> bool:
@@ -74,12 +82,14 @@ def list_images(folders: list[Path]) -> tuple[list[tuple[str, str, str]], dict[s
     return rows, files
 
 
-def write_sample(dest: Path, files: dict[str, Path], rows: list, splits: list[str]) -> Path:
-    """A sample folder (images.csv + manifest.json, images symlinked) with the given splits."""
+def write_sample(dest: Path, files: dict[str, Path], rows: list, splits: list[str | None]) -> Path:
+    """A sample folder (images.csv + manifest.json, images symlinked) with the given splits;
+    a row whose split is None is left out."""
     dest.mkdir(parents=True)
     lines = [
         (rel, split, label, patient)
         for (rel, label, patient), split in zip(rows, splits, strict=True)
+        if split is not None
     ]
     for rel, *_ in lines:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +158,12 @@ def main() -> None:
     parser.add_argument("--official", action="store_true", help="also score train -> test")
     parser.add_argument("--log", action="store_true", help="log every training epoch")
     parser.add_argument("--out", type=Path, help="keep (and reuse) out-of-fold probabilities")
+    parser.add_argument(
+        "--train-share",
+        type=float,
+        default=1.0,
+        help="train on this class-stratified share of the patients only (0 < S <= 1)",
+    )
     args = parser.parse_args()
     if args.log:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -158,6 +174,9 @@ def main() -> None:
     labels = [CLASSES.index(label) for _, label, _ in rows]
     patients = [patient for *_, patient in rows]
     folds = patient_folds(labels, patients, args.folds)
+    if not 0 < args.train_share <= 1:
+        parser.error("--train-share must be in (0, 1]")
+    kept = trained_patients(labels, patients, args.train_share)
     widths = scan_widths([files[rel] for rel, _, _ in rows])  # read once, not per seed
     print(f"{len(rows)} images, {args.folds} patient folds, recipe overrides {overrides}")
     if len(folders) > 1:  # a patient of two folders is one patient: one fold (by construction)
@@ -174,7 +193,10 @@ def main() -> None:
             f"({sum(p in shared for p in patients)} scans), each patient in one fold",
             flush=True,
         )
-    key = hashlib.sha256(repr((overrides, args.folds, rows)).encode()).hexdigest()[:10]
+    if args.train_share < 1:
+        print(f"training on {kept.sum()} of {len(rows)} scans' patients (--train-share)")
+    run = (overrides, args.folds, rows) + ((args.train_share,) if args.train_share < 1 else ())
+    key = hashlib.sha256(repr(run).encode()).hexdigest()[:10]  # as before at share 1
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="recipe_cv_") as tmp:
@@ -193,7 +215,10 @@ def main() -> None:
                     probs.update(p)
                     print(f"seed {seed} fold {k}: reused {kept}", flush=True)
                     continue
-                splits = ["test" if f == k else "train" for f in folds]
+                splits = [
+                    "test" if f == k else "train" if keep else None
+                    for f, keep in zip(folds, kept, strict=True)
+                ]
                 sample = write_sample(work / f"s{seed}f{k}", files, rows, splits)
                 m, p, secs = score(sample, config, work / f"s{seed}f{k}-out")
                 probs.update(p)
@@ -226,6 +251,16 @@ def main() -> None:
         if len(by_seed) > 1:
             for line in seed_agreement(rows, by_seed, widths):
                 print(line, flush=True)
+
+
+def trained_patients(labels: list[int], patients: list[str], share: float) -> np.ndarray:
+    """Whether each row's patient may be trained on: all at share 1, else the patients of
+    round(share * 20) of 20 class-stratified patient groups (dealt as the folds are, with
+    another seed, so the kept share does not depend on the fold)."""
+    if share >= 1:
+        return np.ones(len(labels), dtype=bool)
+    groups = patient_folds(labels, patients, TRAIN_SHARE_GROUPS, seed=FOLD_SEED + 1)
+    return groups < max(1, round(share * TRAIN_SHARE_GROUPS))
 
 
 def seed_agreement(
