@@ -64,3 +64,28 @@ def test_an_empty_fold_is_refused_naming_it(tiny_sample: Path, tmp_path: Path) -
     sample = read_sample(tiny_sample)  # 4 train patients per class
     with pytest.raises(OctMLError, match="fold 5 of 6 holds no scans"):
         write_fold_sample(sample, FoldSpec(5, 6), tmp_path / "f5")
+
+
+def test_recipe_cv_train_share_keeps_whole_patients_of_every_class() -> None:
+    """`recipe_cv.py --train-share`: a fixed, class-stratified share of whole patients, the
+    same for every fold, so recipes compare paired at a smaller training set."""
+    import importlib.util
+
+    from oct_assets_tests.fixtures_ml import REPO
+
+    spec = importlib.util.spec_from_file_location("recipe_cv", REPO / "scripts" / "recipe_cv.py")
+    recipe_cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe_cv)
+    rng = np.random.default_rng(7)
+    patients = [str(p) for p in rng.integers(1000, 1400, size=1200)]
+    main = {p: int(rng.integers(0, 4)) for p in set(patients)}
+    labels = [main[p] for p in patients]
+    assert recipe_cv.trained_patients(labels, patients, 1.0).all()
+    kept = recipe_cv.trained_patients(labels, patients, 0.45)
+    by_patient = {p: {bool(k) for k, q in zip(kept, patients, strict=True) if q == p} for p in main}
+    assert all(len(v) == 1 for v in by_patient.values())  # a patient is kept or dropped whole
+    for c in range(4):
+        group = [p for p in main if main[p] == c]
+        share = sum(True in by_patient[p] for p in group) / len(group)
+        assert abs(share - 0.45) < 0.05, (c, share)
+    assert np.array_equal(kept, recipe_cv.trained_patients(labels, patients, 0.45))  # fixed
