@@ -176,7 +176,7 @@ def main() -> None:
     folds = patient_folds(labels, patients, args.folds)
     if not 0 < args.train_share <= 1:
         parser.error("--train-share must be in (0, 1]")
-    kept = trained_patients(labels, patients, args.train_share)
+    trainable = trained_patients(labels, patients, args.train_share)
     widths = scan_widths([files[rel] for rel, _, _ in rows])  # read once, not per seed
     print(f"{len(rows)} images, {args.folds} patient folds, recipe overrides {overrides}")
     if len(folders) > 1:  # a patient of two folders is one patient: one fold (by construction)
@@ -194,7 +194,7 @@ def main() -> None:
             flush=True,
         )
     if args.train_share < 1:
-        print(f"training on {kept.sum()} of {len(rows)} scans' patients (--train-share)")
+        print(f"training on {trainable.sum()} of {len(rows)} scans' patients (--train-share)")
     run = (overrides, args.folds, rows) + ((args.train_share,) if args.train_share < 1 else ())
     key = hashlib.sha256(repr(run).encode()).hexdigest()[:10]  # as before at share 1
     if args.out:
@@ -217,7 +217,7 @@ def main() -> None:
                     continue
                 splits = [
                     "test" if f == k else "train" if keep else None
-                    for f, keep in zip(folds, kept, strict=True)
+                    for f, keep in zip(folds, trainable, strict=True)
                 ]
                 sample = write_sample(work / f"s{seed}f{k}", files, rows, splits)
                 m, p, secs = score(sample, config, work / f"s{seed}f{k}-out")
