@@ -124,48 +124,50 @@ def train_model(
             if checkpoint_dir is not None:
                 ckpt = Checkpointing(Path(checkpoint_dir) / CHECKPOINT_PT, identity, saved, signals)
             result = _fit(net, reader, sample, fit_rows, val_rows, config, here, on_epoch, ckpt)
-    state = result.pop("state")
-    metrics = {
-        **result,
-        "device": here.device.type,
-        "world_size": here.world_size,
-        "threads": threads,
-        "n_fit": len(fit_rows),
-        "n_val": len(val_rows),
-        "decode_seconds": round(decode_seconds, 3),
-        "total_seconds": round(time.perf_counter() - started, 3),
-    }
-    if not here.is_main:
+        # Still inside stop_signals: a stop asked for now, after the last epoch's checkpoint,
+        # has nothing left to save; the model is written and the trainer finishes (exit 0).
+        state = result.pop("state")
+        metrics = {
+            **result,
+            "device": here.device.type,
+            "world_size": here.world_size,
+            "threads": threads,
+            "n_fit": len(fit_rows),
+            "n_val": len(val_rows),
+            "decode_seconds": round(decode_seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3),
+        }
+        if not here.is_main:
+            return metrics
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        shares = np.bincount(sample.labels[fit_rows], minlength=len(sample.classes)) / len(fit_rows)
+        metrics["train_class_shares"] = [round(float(s), 6) for s in shares]
+        if config.balanced_priors:
+            state[CLASSIFIER_BIAS] = balanced_bias(state[CLASSIFIER_BIAS], shares)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _save_state_dict(state, out_dir / MODEL_PT)
+        gpu = torch.cuda.get_device_name(here.device) if here.device.type == "cuda" else None
+        ModelInfo(
+            classes=tuple(sample.classes),
+            input=InputGeometry(size=config.image_size, channels=net.in_channels, fit=config.fit),
+            architecture=config.architecture,
+            config=config.to_dict(),
+            metrics=metrics,
+            device=here.device.type,
+            gpu_name=gpu,
+            world_size=here.world_size,
+            amp=metrics["amp"],
+            epochs_run=metrics["epochs_run"],
+            best_epoch=metrics["best_epoch"],
+            train_seconds=metrics["train_seconds"],
+            images_per_second=metrics["images_per_second"],
+            torch_version=torch.__version__,
+            sample_salt=sample.salt,
+            min_image_size=min_image_size(config),
+            environment=training_environment(),
+        ).write(out_dir)
         return metrics
-    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    shares = np.bincount(sample.labels[fit_rows], minlength=len(sample.classes)) / len(fit_rows)
-    metrics["train_class_shares"] = [round(float(s), 6) for s in shares]
-    if config.balanced_priors:
-        state[CLASSIFIER_BIAS] = balanced_bias(state[CLASSIFIER_BIAS], shares)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _save_state_dict(state, out_dir / MODEL_PT)
-    gpu = torch.cuda.get_device_name(here.device) if here.device.type == "cuda" else None
-    ModelInfo(
-        classes=tuple(sample.classes),
-        input=InputGeometry(size=config.image_size, channels=net.in_channels, fit=config.fit),
-        architecture=config.architecture,
-        config=config.to_dict(),
-        metrics=metrics,
-        device=here.device.type,
-        gpu_name=gpu,
-        world_size=here.world_size,
-        amp=metrics["amp"],
-        epochs_run=metrics["epochs_run"],
-        best_epoch=metrics["best_epoch"],
-        train_seconds=metrics["train_seconds"],
-        images_per_second=metrics["images_per_second"],
-        torch_version=torch.__version__,
-        sample_salt=sample.salt,
-        min_image_size=min_image_size(config),
-        environment=training_environment(),
-    ).write(out_dir)
-    return metrics
 
 
 def balanced_bias(bias: Tensor, shares: np.ndarray) -> Tensor:

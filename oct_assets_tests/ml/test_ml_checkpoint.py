@@ -103,6 +103,43 @@ def test_finished_run_resumes_to_its_model(tiny_sample, config, tmp_path):
     assert first["checkpoint_seconds"] > 0
 
 
+def test_stop_asked_after_the_last_epoch_finishes_the_model_and_exits_0(
+    tiny_sample, config, tmp_path, monkeypatch
+):
+    """A time-limit warning that comes while the model is written (the last epoch checkpointed)
+    has nothing left to save: the trainer writes its model and exits 0, so its Slurm job is not
+    requeued to redo nothing (seen on CI: one restart more, resuming at epoch epochs + 1)."""
+    from oct_assets.ml import train as train_cli
+    from oct_assets.ml.checkpoint import STOP_SIGNALS
+
+    straight = train(tiny_sample, tmp_path / "straight", config, tmp_path / "cache")
+    real_save = loop._save_state_dict
+
+    def save_when_told_to_stop(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # noted, not fatal: the model is being written
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_save_state_dict", save_when_told_to_stop)
+    monkeypatch.setattr(train_cli, "die_with_parent", lambda: None)  # this is pytest's process
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    args = ["--sample", tiny_sample, "--out", tmp_path / "m", "--config", tmp_path / "config.json"]
+    args += ["--cache-dir", tmp_path / "cache", "--checkpoint-dir", tmp_path / "ckpt"]
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    outside: list[int] = []  # a signal the trainer did not handle lands here, not in a kill
+    signal.signal(signal.SIGTERM, lambda signum, _frame: outside.append(signum))
+    try:
+        assert train_cli.main([str(a) for a in args]) == 0
+        assert outside == []  # it came while the trainer still noted stop signals
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in STOP_SIGNALS)
+        os.kill(os.getpid(), signal.SIGTERM)  # still finishing (Pipes, exit): ignored too
+        assert outside == []
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert sha(tmp_path / "m" / "model.pt") == sha(tmp_path / "straight" / "model.pt")
+    assert straight["epochs_run"] == config.epochs
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
