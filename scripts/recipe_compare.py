@@ -18,9 +18,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from recipe_cv import list_images, paired_gain_ci, pooled_report
+from recipe_cv import list_images, paired_gain_ci, pooled_report, read_probs
 
-from oct_assets.contracts.formats import CLASSES, read_csv_rows
+from oct_assets.contracts.formats import CLASSES
 from oct_assets.ml.folds import scan_widths
 
 
@@ -32,10 +32,10 @@ def read_run(prefix: Path, names: list[str]) -> dict[str, np.ndarray]:
         raise SystemExit(f"{prefix}: no {prefix.name}-fold<k>.csv files")
     probs: dict[str, np.ndarray] = {}
     for f in files:
-        for r in read_csv_rows(f):
-            if r["file"] in probs:
-                raise SystemExit(f"{f}: {r['file']} is in another fold file too")
-            probs[r["file"]] = np.array([float(r[c]) for c in CLASSES])
+        fold = read_probs(f)
+        if twice := probs.keys() & fold.keys():
+            raise SystemExit(f"{f}: {min(twice)} is in another fold file too")
+        probs.update(fold)
     missing = [n for n in names if n not in probs]
     if missing:
         raise SystemExit(f"{prefix}: {len(missing)} scans have no prediction, e.g. {missing[0]}")

@@ -112,9 +112,13 @@ def score(sample: Path, config: dict, work: Path) -> tuple[dict, dict[str, np.nd
     model = work / "model"
     train(sample, model, real_data_config(**config), cache_dir=work / "cache")
     metrics = evaluate(model, sample, work / "predictions", cache_dir=work / "cache")
-    rows = read_csv_rows(work / "predictions" / PREDICTIONS_CSV)
-    probs = {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in rows}
+    probs = read_probs(work / "predictions" / PREDICTIONS_CSV)
     return metrics, probs, time.perf_counter() - started
+
+
+def read_probs(path: Path) -> dict[str, np.ndarray]:
+    """{file: class probabilities} of a predictions CSV or a kept out-of-fold file."""
+    return {r["file"]: np.array([float(r[c]) for c in CLASSES]) for r in read_csv_rows(path)}
 
 
 def pooled_report(
@@ -208,11 +212,7 @@ def main() -> None:
             for k in range(args.folds):
                 kept = args.out / f"{key}-seed{seed}-fold{k}.csv" if args.out else None
                 if kept is not None and kept.is_file():
-                    p = {
-                        r["file"]: np.array([float(r[c]) for c in CLASSES])
-                        for r in read_csv_rows(kept)
-                    }
-                    probs.update(p)
+                    probs.update(read_probs(kept))
                     print(f"seed {seed} fold {k}: reused {kept}", flush=True)
                     continue
                 splits = [

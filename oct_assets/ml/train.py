@@ -62,18 +62,6 @@ def _pipes_context() -> AbstractContextManager[Any]:
     return dagster_pipes.open_dagster_pipes()
 
 
-def ignore_stop_signals() -> None:
-    """The model is written: a stop asked for from now on (a time-limit warning just after the
-    last epoch) has nothing left to checkpoint, so the trainer finishes and exits 0 rather than
-    die by the signal and have its job requeued to redo nothing."""
-    import signal
-
-    from oct_assets.ml.checkpoint import STOP_SIGNALS  # torch is loaded by now
-
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (2 with a one-line error on bad input)."""
     die_with_parent()
@@ -104,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.sample, args.out, config, args.cache_dir, on_epoch, args.checkpoint_dir
             )
             if args.checkpoint_dir is not None:
+                from oct_assets.ml.checkpoint import ignore_stop_signals  # torch is loaded now
+
                 ignore_stop_signals()
         except (OSError, ValueError) as exc:  # OctMLError is a ValueError
             message = f"error: {exc}".splitlines()[0]
