@@ -51,8 +51,8 @@ class LatestArtifactIOManager(ConfigurableIOManager):
     """
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        if context.dagster_run is not None:
-            bind_step_to_run(context.instance, context.dagster_run)
+        if context.run is not None:
+            bind_step_to_run(context.instance, context.run)
 
     def handle_output(self, context: OutputContext, obj: Artifact) -> None:
         pointer = data_dir() / obj.asset / POINTER_NAME

@@ -115,6 +115,14 @@ def resumed_epochs(log: str) -> list[int]:
     return [int(e) for e in re.findall(r"resuming from \S+ in epoch (\d+) at step", log)]
 
 
+def stops_and_resumes(log: str) -> list[tuple[str, int]]:
+    """The log's checkpoint stops and resumes, in order: ("stop", epoch) or ("resume", epoch)."""
+    pattern = r"stopped by SIGTERM in epoch (\d+) at step|resuming from \S+ in epoch (\d+) at step"
+    return [
+        ("stop", int(m[1])) if m[1] else ("resume", int(m[2])) for m in re.finditer(pattern, log)
+    ]
+
+
 def test_requeued_job_resumes_under_one_id_to_an_identical_model(
     sample_instance: DagsterInstance,  # noqa: F811
     slurm_cluster: SlurmCluster,
@@ -180,12 +188,20 @@ def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
     log = job_log(sshd_server, model)
     assert log.count("SIGUSR2: time limit in 45 s or less") == restarts
     assert log.count(f"requeueing job {model['job_id']}") == restarts
-    # Slurm may send the warning up to a minute early: one that comes before the trainer has
-    # started leaves no checkpoint and its next run starts afresh. Every run that stopped at a
-    # checkpoint, and only those, is resumed from it, where it stopped.
-    stops = re.findall(r"stopped by SIGTERM in epoch (\d+) at step", log)
+    # Slurm may send the warning up to a minute early: one that comes before a run's trainer
+    # has started stops it without a checkpoint of its own, and the next run resumes from the
+    # last one written (or starts afresh if there is none). So every run that stopped at a
+    # checkpoint is resumed from it, where it stopped, and every resume is from the last stop.
+    events = stops_and_resumes(log)
+    stops = [epoch for kind, epoch in events if kind == "stop"]
     assert 1 <= len(stops) <= restarts
-    assert resumed_epochs(log) == [int(e) for e in stops]
+    last_stop = None
+    for i, (kind, epoch) in enumerate(events):
+        if kind == "stop":
+            assert events[i + 1 : i + 2] == [("resume", epoch)], events
+            last_stop = epoch
+        else:
+            assert epoch == last_stop, events
     assert model["restarts"]["epochs_redone"] == 0  # each run stopped at a checkpoint
     assert (Path(model["path"]) / "model.pt").read_bytes() == reference.model_pt()
 
