@@ -1,20 +1,24 @@
 """Compare recipes on the same scans: the out-of-fold probabilities `recipe_cv.py --out` kept,
 paired scan by scan, with patient-bootstrap intervals on each difference.
 
-Each `--run` is the prefix of one recipe's kept files (`DIR/<key>-seed<s>`, every
-`-fold<k>.csv` of it is read); the first run is the baseline. Prints each run's pooled figures,
-its paired difference to the baseline in accuracy and in each class's recall, and the figures of
-all the runs' probabilities averaged (an ensemble of recipes or of seeds). The `--images` folders
-must be the ones the runs were made on, in the same order (they name the scans).
+Each `--run` is one recipe's kept files: `DIR/<key>` for all its seeds (every
+`<key>-seed<s>-fold<k>.csv`), or `DIR/<key>-seed<s>` for one. The first run is the baseline.
+Prints each run's pooled figures per seed and, with several seeds, those of the seeds'
+probabilities averaged (the ensemble); then each run against the baseline, paired, in accuracy
+and in each class's recall: one model against one model (each scan's share of seeds that read it
+right, so the seeds' noise averages out and the interval is the recipe's), and ensemble against
+ensemble. The `--images` folders must be the ones the runs were made on, in the same order.
 
     .venv/bin/python scripts/recipe_compare.py --images ../shared/real_oct/OCT2017 \
         --images ../shared/real_oct_more/scans \
-        --run /tmp/study/preset/0123456789-seed0 --run /tmp/study/px224/abcdef0123-seed0
+        --run /tmp/study/preset/0123456789 --run /tmp/study/px224/abcdef0123
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,30 +28,54 @@ from oct_assets.contracts.formats import CLASSES
 from oct_assets.ml.folds import scan_widths
 
 
-def read_run(prefix: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """{scan: probabilities} from every fold file of a run; SystemExit naming a run that lacks
-    some scan or has a fold file twice over."""
-    files = sorted(prefix.parent.glob(f"{prefix.name}-fold*.csv"))
-    if not files:
-        raise SystemExit(f"{prefix}: no {prefix.name}-fold<k>.csv files")
+@dataclass(frozen=True)
+class Run:
+    """One recipe's out-of-fold probabilities: seeds x scans x classes, scans in `names` order."""
+
+    name: str
+    seeds: list[int]
+    probs: np.ndarray
+
+    def correct(self, true: np.ndarray) -> np.ndarray:
+        """Per scan, the share of this run's seeds whose model read it right."""
+        return (self.probs.argmax(2) == true).mean(0)
+
+    def ensemble(self) -> np.ndarray:
+        return self.probs.mean(0)
+
+
+def read_seed(files: list[Path], names: list[str]) -> np.ndarray:
+    """One seed's fold files as scans x classes; SystemExit naming a scan that is missing or in
+    two fold files."""
     probs: dict[str, np.ndarray] = {}
     for f in files:
         fold = read_probs(f)
         if twice := probs.keys() & fold.keys():
             raise SystemExit(f"{f}: {min(twice)} is in another fold file too")
         probs.update(fold)
-    missing = [n for n in names if n not in probs]
-    if missing:
-        raise SystemExit(f"{prefix}: {len(missing)} scans have no prediction, e.g. {missing[0]}")
-    return probs
+    if missing := [n for n in names if n not in probs]:
+        raise SystemExit(f"{files[0]}: {len(missing)} scans have no prediction, e.g. {missing[0]}")
+    return np.stack([probs[n] for n in names])
 
 
-def paired_lines(
-    true: np.ndarray, base: np.ndarray, other: np.ndarray, patients: np.ndarray
-) -> list[str]:
-    """`other` minus `base` (probabilities, scans x classes): accuracy and each class's recall,
-    with 95% intervals resampling whole patients."""
-    diff = (other.argmax(1) == true).astype(float) - (base.argmax(1) == true)
+def read_run(prefix: Path, names: list[str]) -> Run:
+    """The kept files of `prefix` (`DIR/<key>` or `DIR/<key>-seed<s>`), grouped by seed."""
+    kept = re.compile(rf"{re.escape(prefix.name)}(?:-seed(\d+))?-fold\d+\.csv")
+    one_seed = re.search(r"-seed(\d+)$", prefix.name)
+    by_seed: dict[int, list[Path]] = {}
+    for f in sorted(prefix.parent.glob("*.csv")):
+        if (m := kept.fullmatch(f.name)) and (m[1] or one_seed):
+            by_seed.setdefault(int(m[1] or one_seed[1]), []).append(f)
+    if not by_seed:
+        raise SystemExit(f"{prefix}: no {prefix.name}[-seed<s>]-fold<k>.csv files")
+    seeds = sorted(by_seed)
+    name = f"{prefix.parent.name}/{prefix.name}"
+    return Run(name, seeds, np.stack([read_seed(by_seed[s], names) for s in seeds]))
+
+
+def paired_lines(true: np.ndarray, diff: np.ndarray, patients: np.ndarray) -> list[str]:
+    """A per-scan difference in correctness (`diff`, other minus baseline) as accuracy and each
+    class's recall, with 95% intervals resampling whole patients."""
     lo, hi = paired_gain_ci(diff, list(patients))
     lines = [f"accuracy {diff.mean():+.4f} ({lo:+.4f} to {hi:+.4f})"]
     for c, name in enumerate(CLASSES):
@@ -68,24 +96,30 @@ def main() -> None:
     patients = np.array([patient for *_, patient in rows])
     widths = scan_widths([files[n] for n in names])
     runs = [read_run(p, names) for p in args.run]
-    stacked = np.stack([[run[n] for n in names] for run in runs])  # runs x scans x classes
-    for prefix, probs in zip(args.run, runs, strict=True):
-        print(f"{prefix.parent.name}/{prefix.name}:")
-        for line in pooled_report(rows, probs, widths):
+    for run in runs:
+        print(f"{run.name}:")
+        for seed, probs in zip(run.seeds, run.probs, strict=True):
+            for line in pooled_report(rows, dict(zip(names, probs, strict=True)), widths):
+                print(f"  seed {seed}: {line}")
+        if len(run.seeds) > 1:
+            print(f"  one model on average: accuracy {run.correct(true).mean():.4f}")
+            ensemble = dict(zip(names, run.ensemble(), strict=True))
+            for line in pooled_report(rows, ensemble, widths):
+                print(f"  {len(run.seeds)} seeds averaged: {line}")
+            wrong = (run.probs.argmax(2) != true).all(0).sum()
+            print(f"  wrong for every seed: {int(wrong)} scans")
+    base = runs[0]
+    for run in runs[1:]:
+        print(f"{run.name} - {base.name}, paired, one model (seeds {run.seeds} - {base.seeds}):")
+        for line in paired_lines(true, run.correct(true) - base.correct(true), patients):
             print(f"  {line}")
-    for prefix, p in zip(args.run[1:], stacked[1:], strict=True):
-        print(f"{prefix.parent.name} - {args.run[0].parent.name}, paired:")
-        for line in paired_lines(true, stacked[0], p, patients):
-            print(f"  {line}")
-    if len(runs) > 1:
-        mean = stacked.mean(0)
-        print(f"the {len(runs)} runs averaged:")
-        for line in pooled_report(rows, dict(zip(names, mean, strict=True)), widths):
-            print(f"  {line}")
-        print(f"averaged - {args.run[0].parent.name}, paired:")
-        for line in paired_lines(true, stacked[0], mean, patients):
-            print(f"  {line}")
-        print(f"wrong for every run: {int((stacked.argmax(2) != true).all(0).sum())} scans")
+        if len(run.seeds) > 1 or len(base.seeds) > 1:
+            diff = (run.ensemble().argmax(1) == true).astype(float) - (
+                base.ensemble().argmax(1) == true
+            )
+            print(f"{run.name} - {base.name}, paired, the seeds' ensembles:")
+            for line in paired_lines(true, diff, patients):
+                print(f"  {line}")
 
 
 if __name__ == "__main__":
