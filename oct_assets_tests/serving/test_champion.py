@@ -163,7 +163,8 @@ def test_concurrent_promotions_end_on_the_better_model(
 
     def promote(name: str) -> None:
         try:
-            results[name] = materialise_champion(instances[name], accuracy_floor=0.0)
+            with instances[name] as instance:  # disposed in the thread that used it
+                results[name] = materialise_champion(instance, accuracy_floor=0.0)
         finally:
             b_deciding.set()
 

@@ -216,7 +216,8 @@ def test_two_runs_at_once(trained: Path, tmp_path: Path, monkeypatch: pytest.Mon
 
     def one() -> None:
         try:
-            results.append(run(DagsterInstance.ephemeral(), inbox_predictions))
+            with DagsterInstance.ephemeral() as instance:  # disposed in the thread using it
+                results.append(run(instance, inbox_predictions))
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
