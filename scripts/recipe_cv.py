@@ -19,7 +19,7 @@ the public ML entry points (`train`, `evaluate`), so it measures exactly what th
 `--train-share S` trains each fold's model on the patients of a fixed, class-stratified share
 S of all patients only (those of the other folds), while every scan is still predicted by a
 model that never saw its patient: the same held-out scans at a smaller training set, so recipes
-can be compared, paired, at ~400 and at ~900 training scans (`scripts/recipe_compare.py`).
+can be compared, paired, at several training-set sizes (`scripts/recipe_compare.py`).
 
 `--out DIR` keeps every fold's out-of-fold probabilities as `DIR/<run>-seed<s>-fold<k>.csv` (the
 run's key hashes the recipe, the folds and the scans) and reuses them when run again, so an
