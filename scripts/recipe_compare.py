@@ -3,8 +3,9 @@ paired scan by scan, with patient-bootstrap intervals on each difference.
 
 Each `--run` is one recipe's kept files: `DIR/<key>` for all its seeds (every
 `<key>-seed<s>-fold<k>.csv`), or `DIR/<key>-seed<s>` for one. The first run is the baseline.
-Prints each run's pooled figures per seed and, with several seeds, those of the seeds'
-probabilities averaged (the ensemble); then each run against the baseline, paired, in accuracy
+Prints each run's pooled figures per seed and, with several seeds, what `recipe_cv.py` prints
+of them (the seeds' probabilities averaged, its gain over one model, the scans every seed gets
+wrong); then each run against the baseline, paired, in accuracy
 and in each class's recall: one model against one model (each scan's share of seeds that read it
 right, so the seeds' noise averages out and the interval is the recipe's), and ensemble against
 ensemble. The `--images` folders must be the ones the runs were made on, in the same order.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from recipe_cv import list_images, paired_gain_ci, pooled_report, read_probs
+from recipe_cv import list_images, paired_gain_ci, pooled_report, read_probs, seed_agreement
 
 from oct_assets.contracts.formats import CLASSES
 from oct_assets.ml.folds import scan_widths
@@ -102,12 +103,9 @@ def main() -> None:
             for line in pooled_report(rows, dict(zip(names, probs, strict=True)), widths):
                 print(f"  seed {seed}: {line}")
         if len(run.seeds) > 1:
-            print(f"  one model on average: accuracy {run.correct(true).mean():.4f}")
-            ensemble = dict(zip(names, run.ensemble(), strict=True))
-            for line in pooled_report(rows, ensemble, widths):
-                print(f"  {len(run.seeds)} seeds averaged: {line}")
-            wrong = (run.probs.argmax(2) != true).all(0).sum()
-            print(f"  wrong for every seed: {int(wrong)} scans")
+            by_seed = [dict(zip(names, probs, strict=True)) for probs in run.probs]
+            for line in seed_agreement(rows, by_seed, widths):
+                print(f"  {line}")
     base = runs[0]
     for run in runs[1:]:
         print(f"{run.name} - {base.name}, paired, one model (seeds {run.seeds} - {base.seeds}):")

@@ -112,7 +112,7 @@ def streamed(instance: DagsterInstance, run_id: str, job_id: int) -> list[str]:
 
 
 def resumed_epochs(log: str) -> list[int]:
-    return [int(e) for e in re.findall(r"resuming from \S+ in epoch (\d+) at step", log)]
+    return [epoch for kind, epoch in stops_and_resumes(log) if kind == "resume"]
 
 
 def stops_and_resumes(log: str) -> list[tuple[str, int]]:
