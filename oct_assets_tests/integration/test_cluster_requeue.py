@@ -186,7 +186,11 @@ def test_job_longer_than_its_time_limit_requeues_itself_and_finishes(
     restarts = model["restarts"]["restarts"]
     assert restarts >= 1 and model["slurm_usage"]["restarts"] == restarts
     log = job_log(sshd_server, model)
-    assert log.count("SIGUSR2: time limit in 45 s or less") == restarts
+    # A warning that comes once the model is written (after `done`) has nothing left to stop:
+    # the trainer exits 0 and the job completes without a requeue (ml/checkpoint.py).
+    warning = "SIGUSR2: time limit in 45 s or less"
+    late = log.count(warning, max(0, log.rfind(" INFO done: ")))
+    assert late <= 1 and log.count(warning) == restarts + late
     assert log.count(f"requeueing job {model['job_id']}") == restarts
     # Slurm may send the warning up to a minute early: one that comes before a run's trainer
     # has started stops it without a checkpoint of its own, and the next run resumes from the
